@@ -1,0 +1,4 @@
+//! Classical solvers used as baselines.
+
+pub mod cg;
+pub mod tv;

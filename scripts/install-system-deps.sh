@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian tools the tests use as independent references, when missing:
+# dicom3tools (dciodvfy, the DICOM IOD validator) and dcmtk (dcmdump).
+# Does nothing where they are present; warns (and the tests that need them skip
+# loudly) where apt is not available.
+set -u
+need=()
+command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
+[ ${#need[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "warning: apt-get not available; please install: ${need[*]}" >&2
+    exit 0
+fi
+sudo=""
+[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo"
+$sudo apt-get install -y -q "${need[@]}" >/dev/null 2>&1 \
+    || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q "${need[@]}" >/dev/null 2>&1; } \
+    || echo "warning: could not install ${need[*]}" >&2

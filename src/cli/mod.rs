@@ -1,0 +1,98 @@
+//! The `dps-recon` command line: global options, logging, and one module per verb.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dps_recon::device::DeviceChoice;
+
+mod inspect;
+mod phantom;
+
+/// Reconstruct undersampled MRI k-space and CT sinograms stored in DICOM with
+/// Diffusion Posterior Sampling.
+#[derive(Parser, Debug)]
+#[command(name = "dps-recon", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Compute device: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: DeviceChoice,
+
+    /// Number of CPU threads for libtorch (0 = libtorch's default).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub threads: i32,
+
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a phantom image (modified Shepp–Logan or random ellipses) as PNG.
+    Phantom(phantom::Args),
+    /// Say what each DICOM file is (raw k-space, sinogram, image series member) or why it can't be read.
+    Inspect(inspect::Args),
+}
+
+/// Parses the command line, sets up logging and threads, and runs the verb.
+/// Exit codes: 0 success, 1 a run that partly failed, 2 usage or configuration error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    if cli.threads > 0 {
+        tch::set_num_threads(cli.threads);
+    }
+    let ctx = Context {
+        device_choice: cli.device,
+    };
+    let result = match cli.command {
+        Command::Phantom(args) => phantom::run(&ctx, args),
+        Command::Inspect(args) => inspect::run(&ctx, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// What every verb gets from the global options.
+pub struct Context {
+    pub device_choice: DeviceChoice,
+}
+
+impl Context {
+    /// The `tch::Device` to compute on, from `--device`.
+    pub fn device(&self) -> anyhow::Result<tch::Device> {
+        let device = self.device_choice.resolve().map_err(anyhow::Error::msg)?;
+        tracing::info!(?device, "compute device");
+        Ok(device)
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

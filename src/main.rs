@@ -1,0 +1,7 @@
+//! The `dps-recon` binary; see [`cli`].
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

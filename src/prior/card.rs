@@ -1,0 +1,135 @@
+//! The JSON model card that travels with every prior: what the network expects, how
+//! physical units map to its range, and how it was trained.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::schedule::BetaSchedule;
+use super::unet::UNetConfig;
+
+/// A prior's model card (`<name>.json` beside its weights).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    pub name: String,
+    pub description: String,
+    /// How the weights are stored and which network runs them.
+    pub format: ModelFormat,
+    /// Weights file, relative to the card's folder.
+    pub weights: String,
+    /// Training image size (square, pixels). The networks are fully convolutional,
+    /// but the prior is only known to be good at this size.
+    pub image_size: i64,
+    /// Image channels the network sees (1 for grayscale; a complex MRI image is fed
+    /// as its real and imaginary parts, each as a 1-channel image).
+    pub channels: i64,
+    pub schedule: BetaSchedule,
+    /// Architecture of the built-in UNet (format `unet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<UNetConfig>,
+    pub intensity: IntensityMap,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingRecord>,
+}
+
+/// Storage format of a prior's weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelFormat {
+    /// The built-in UNet ([`super::unet::UNet`]) with safetensors weights.
+    Unet,
+    /// A TorchScript module `forward(x: f32 [B,C,H,W], t: i64 [B]) -> ε` (extra
+    /// output channels, e.g. a learned variance, are ignored).
+    Torchscript,
+}
+
+/// The affine map between physical values and the model's range [−1, 1]:
+/// `model = 2 (v − physical_min) / (physical_max − physical_min) − 1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntensityMap {
+    /// Physical unit: `HU` for CT, `MR` for MR intensity (arbitrary units).
+    pub unit: String,
+    pub physical_min: f64,
+    pub physical_max: f64,
+}
+
+impl IntensityMap {
+    /// Scale `s` and offset `o` with `model = s · v + o`.
+    pub fn to_model_affine(&self) -> (f64, f64) {
+        let s = 2.0 / (self.physical_max - self.physical_min);
+        (s, -1.0 - s * self.physical_min)
+    }
+
+    /// Scale `s` and offset `o` with `v = s · model + o`.
+    pub fn to_physical_affine(&self) -> (f64, f64) {
+        let s = (self.physical_max - self.physical_min) / 2.0;
+        (s, self.physical_min + s)
+    }
+}
+
+/// How a shipped prior was made: enough to make it again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingRecord {
+    /// The exact `dps-recon train …` command line.
+    pub command: String,
+    /// Training data and what was held out.
+    pub data: String,
+    pub steps: u64,
+    pub batch_size: i64,
+    pub learning_rate: f64,
+    pub ema_decay: f64,
+    pub seed: u64,
+    /// Mean ε-MSE over the last logged window.
+    pub final_loss: f64,
+    /// Date the run (or its last stretch) finished, ISO 8601.
+    pub date: String,
+    /// Wall-clock seconds of training, summed over resumed stretches.
+    pub seconds: f64,
+}
+
+impl ModelCard {
+    /// Reads and checks a card; errors name the file and the problem.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read model card: {e}", path.display()))?;
+        let card: Self = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: invalid model card: {e}", path.display()))?;
+        card.validate()
+            .map_err(|e| anyhow::anyhow!("{}: invalid model card: {e}", path.display()))?;
+        Ok(card)
+    }
+
+    /// Writes the card as pretty JSON.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| anyhow::anyhow!("{}: cannot write model card: {e}", path.display()))
+    }
+
+    /// The weights file of a card read from `card_path`.
+    pub fn weights_path(&self, card_path: &Path) -> PathBuf {
+        card_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(&self.weights)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.channels < 1 || self.image_size < 1 {
+            return Err("channels and image_size must be positive".into());
+        }
+        if !(self.intensity.physical_max > self.intensity.physical_min) {
+            return Err("intensity.physical_max must exceed physical_min".into());
+        }
+        if self.format == ModelFormat::Unet && self.architecture.is_none() {
+            return Err("format \"unet\" needs an \"architecture\"".into());
+        }
+        if self.weights.contains("..") || Path::new(&self.weights).is_absolute() {
+            return Err("weights must be a file name beside the card".into());
+        }
+        Ok(())
+    }
+}

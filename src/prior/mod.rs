@@ -1,0 +1,98 @@
+//! Diffusion priors: the ε-prediction networks, their schedule, model cards and
+//! training.
+
+pub mod card;
+pub mod schedule;
+pub mod torchscript;
+pub mod train;
+pub mod unet;
+
+use std::path::Path;
+
+use tch::{nn, Device, Tensor};
+
+pub use card::{IntensityMap, ModelCard, ModelFormat};
+pub use schedule::{BetaSchedule, Schedule};
+pub use unet::{UNet, UNetConfig};
+
+/// A network predicting the noise ε̂(x_t, t) of the DDPM forward process.
+pub trait EpsModel {
+    /// `x`: f32 `[B, C, H, W]` in the model's range; `t`: i64 `[B]` timesteps of the
+    /// original schedule. Returns ε̂ of the shape of `x`; differentiable w.r.t. `x`.
+    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor;
+}
+
+/// The built-in UNet with its (frozen) variables.
+pub struct UNetPrior {
+    /// Owns the weights the network reads; kept alive with it.
+    pub vs: nn::VarStore,
+    pub net: UNet,
+}
+
+impl UNetPrior {
+    /// A UNet with fresh variables on `device`.
+    pub fn new(config: &UNetConfig, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let net = UNet::new(&vs.root(), config);
+        Self { vs, net }
+    }
+}
+
+impl EpsModel for UNetPrior {
+    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
+        self.net.forward_t(x, t, false)
+    }
+}
+
+/// A loaded prior: the network, its card and its full schedule.
+pub struct Prior {
+    pub model: Box<dyn EpsModel>,
+    pub card: ModelCard,
+    pub schedule: Schedule,
+}
+
+impl Prior {
+    /// Loads the prior described by the model card at `card_path` onto `device`, with
+    /// frozen weights.
+    pub fn load(card_path: &Path, device: Device) -> anyhow::Result<Self> {
+        let card = ModelCard::read(card_path)?;
+        let weights = card.weights_path(card_path);
+        let model: Box<dyn EpsModel> = match card.format {
+            ModelFormat::Unet => {
+                let arch = card
+                    .architecture
+                    .as_ref()
+                    .expect("validated by ModelCard::read");
+                let mut prior = UNetPrior::new(arch, device);
+                prior.vs.load(&weights).map_err(|e| {
+                    anyhow::anyhow!("{}: cannot load UNet weights: {e}", weights.display())
+                })?;
+                prior.vs.freeze();
+                Box::new(prior)
+            }
+            ModelFormat::Torchscript => Box::new(torchscript::TorchScriptPrior::load(
+                &weights,
+                card.channels,
+                device,
+            )?),
+        };
+        let schedule = Schedule::new(&card.schedule);
+        Ok(Self {
+            model,
+            card,
+            schedule,
+        })
+    }
+
+    /// Maps physical values (HU, MR intensity) to the model's range.
+    pub fn to_model(&self, physical: &Tensor) -> Tensor {
+        let (s, o) = self.card.intensity.to_model_affine();
+        physical * s + o
+    }
+
+    /// Maps model-range values back to physical units.
+    pub fn to_physical(&self, model: &Tensor) -> Tensor {
+        let (s, o) = self.card.intensity.to_physical_affine();
+        model * s + o
+    }
+}

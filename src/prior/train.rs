@@ -1,0 +1,398 @@
+//! Training of the built-in UNet prior: the DDPM ε-objective with Adam, EMA
+//! weights, random crops and flips, resumable checkpoints and a loss log.
+//!
+//! Deterministic for a seed: every random draw of step k (images, crops, flips, t,
+//! ε) comes from a ChaCha stream seeded by (seed, k), so a run resumed from a
+//! checkpoint continues exactly as an uninterrupted one (on the same device and
+//! thread count).
+//!
+//! Files in the output folder:
+//! - `checkpoint.safetensors` + `checkpoint.json`: weights, EMA weights and Adam
+//!   moments; the step reached and the seconds spent (written atomically every
+//!   `checkpoint_every` steps and at the end);
+//! - `loss.csv`: `step,loss` (mean ε-MSE over each `log_every` window);
+//! - `<name>.safetensors` + `<name>.json`: the EMA weights and the model card.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::card::{IntensityMap, ModelCard, ModelFormat, TrainingRecord};
+use super::schedule::{BetaSchedule, Schedule};
+use super::unet::{UNet, UNetConfig};
+use crate::phantom::{self, PhantomStyle};
+
+/// Where training images come from; all in physical units.
+pub enum TrainingData {
+    /// A fixed set of 2-D images `[H, W]` (DICOM slices, NIfTI slices), each at
+    /// least `image_size` on both sides; crops are drawn at random.
+    Images(Vec<Tensor>),
+    /// A fresh random-ellipse phantom for every draw.
+    Phantoms(PhantomStyle),
+}
+
+/// Training settings (the command line of `dps-recon train`).
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub name: String,
+    pub description: String,
+    pub data_description: String,
+    pub command: String,
+    pub out_dir: PathBuf,
+    pub image_size: i64,
+    pub architecture: UNetConfig,
+    pub schedule: BetaSchedule,
+    pub intensity: IntensityMap,
+    pub steps: u64,
+    pub batch_size: i64,
+    pub learning_rate: f64,
+    pub ema_decay: f64,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+    pub device: Device,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointInfo {
+    step: u64,
+    seconds: f64,
+    last_loss: f64,
+    seed: u64,
+}
+
+/// Adam (Kingma & Ba) with bias correction, β = (0.9, 0.999), ε = 1e-8, and
+/// gradient-norm clipping at 1; its moments are part of the checkpoint.
+struct Adam {
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    lr: f64,
+}
+
+impl Adam {
+    const B1: f64 = 0.9;
+    const B2: f64 = 0.999;
+
+    fn new(params: &[Tensor], lr: f64) -> Self {
+        Self {
+            m: params.iter().map(Tensor::zeros_like).collect(),
+            v: params.iter().map(Tensor::zeros_like).collect(),
+            lr,
+        }
+    }
+
+    /// Applies step number `t` (1-based) and clears the gradients.
+    fn step(&mut self, params: &mut [Tensor], t: u64) {
+        tch::no_grad(|| {
+            let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+            let total: f64 = grads
+                .iter()
+                .map(|g| g.square().sum(Kind::Double).double_value(&[]))
+                .sum::<f64>()
+                .sqrt();
+            let clip = if total > 1.0 { 1.0 / total } else { 1.0 };
+            let (c1, c2) = (1.0 - Self::B1.powi(t as i32), 1.0 - Self::B2.powi(t as i32));
+            for (((p, g), m), v) in params
+                .iter_mut()
+                .zip(&grads)
+                .zip(&mut self.m)
+                .zip(&mut self.v)
+            {
+                let g = g * clip;
+                *m = &*m * Self::B1 + &g * (1.0 - Self::B1);
+                *v = &*v * Self::B2 + g.square() * (1.0 - Self::B2);
+                let upd = (&*m / c1) / ((&*v / c2).sqrt() + 1e-8) * self.lr;
+                let _ = p.f_sub_(&upd).expect("parameter update");
+                let _ = p.grad().zero_();
+            }
+        });
+    }
+}
+
+/// The outcome of a training run (or stretch).
+pub struct TrainSummary {
+    pub step: u64,
+    pub final_loss: f64,
+    pub seconds: f64,
+    pub card_path: PathBuf,
+}
+
+/// Trains (or resumes training of) a UNet prior; `progress` sees (step, loss of
+/// the last log window) after each logged window.
+pub fn train(
+    cfg: &TrainConfig,
+    data: &TrainingData,
+    progress: &mut dyn FnMut(u64, f64),
+) -> anyhow::Result<TrainSummary> {
+    std::fs::create_dir_all(&cfg.out_dir)
+        .with_context(|| format!("{}: cannot create output folder", cfg.out_dir.display()))?;
+    if let TrainingData::Images(images) = data {
+        anyhow::ensure!(!images.is_empty(), "no training images");
+        for (k, im) in images.iter().enumerate() {
+            let s = im.size();
+            anyhow::ensure!(
+                s.len() == 2 && s[0] >= cfg.image_size && s[1] >= cfg.image_size,
+                "training image {k} has shape {s:?}, smaller than {}²",
+                cfg.image_size
+            );
+        }
+    }
+    let schedule = Schedule::new(&cfg.schedule);
+
+    let vs = nn::VarStore::new(cfg.device);
+    let net = UNet::new(&vs.root(), &cfg.architecture);
+    let ema_vs = {
+        let mut e = nn::VarStore::new(cfg.device);
+        let _ = UNet::new(&e.root(), &cfg.architecture);
+        e.copy(&vs)?;
+        e.freeze();
+        e
+    };
+    let names: Vec<String> = sorted(&vs).into_keys().collect();
+    let mut params: Vec<Tensor> = names
+        .iter()
+        .map(|n| vs.variables()[n].shallow_clone())
+        .collect();
+    let ema: Vec<Tensor> = names
+        .iter()
+        .map(|n| ema_vs.variables()[n].shallow_clone())
+        .collect();
+    let mut adam = Adam::new(&params, cfg.learning_rate);
+
+    let ckpt = cfg.out_dir.join("checkpoint.safetensors");
+    let ckpt_info = cfg.out_dir.join("checkpoint.json");
+    let (mut step, mut seconds) = (0u64, 0f64);
+    if ckpt.exists() {
+        let info: CheckpointInfo = serde_json::from_str(
+            &std::fs::read_to_string(&ckpt_info)
+                .with_context(|| format!("{}: cannot read", ckpt_info.display()))?,
+        )
+        .with_context(|| format!("{}: invalid checkpoint info", ckpt_info.display()))?;
+        anyhow::ensure!(
+            info.seed == cfg.seed,
+            "{}: checkpoint was made with seed {}, not {}",
+            ckpt_info.display(),
+            info.seed,
+            cfg.seed
+        );
+        let stored: BTreeMap<String, Tensor> = Tensor::read_safetensors(&ckpt)
+            .with_context(|| format!("{}: cannot read checkpoint", ckpt.display()))?
+            .into_iter()
+            .collect();
+        let get = |prefix: &str, name: &str| -> anyhow::Result<Tensor> {
+            stored
+                .get(&format!("{prefix}/{name}"))
+                .map(|t| t.to_device(cfg.device))
+                .with_context(|| format!("{}: missing {prefix}/{name}", ckpt.display()))
+        };
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for (k, n) in names.iter().enumerate() {
+                params[k].copy_(&get("model", n)?);
+                ema[k].shallow_clone().copy_(&get("ema", n)?);
+                adam.m[k] = get("adam_m", n)?;
+                adam.v[k] = get("adam_v", n)?;
+            }
+            Ok(())
+        })?;
+        step = info.step;
+        seconds = info.seconds;
+        tracing::info!(step, "resumed from {}", ckpt.display());
+    }
+
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.out_dir.join("loss.csv"))?;
+    if log.metadata()?.len() == 0 {
+        writeln!(log, "step,loss")?;
+    }
+
+    let started = Instant::now();
+    let mut window = (0f64, 0u64);
+    let mut last_loss = f64::NAN;
+    while step < cfg.steps {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed ^ (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let x0 = draw_batch(cfg, data, &mut rng).to_device(cfg.device);
+        let t: Vec<i64> = (0..cfg.batch_size)
+            .map(|_| rng.gen_range(0..schedule.len() as i64))
+            .collect();
+        let eps = normal(&mut rng, &x0.size()).to_device(cfg.device);
+        let ab: Vec<f32> = t
+            .iter()
+            .map(|&t| schedule.alphas_cumprod[t as usize] as f32)
+            .collect();
+        let ab = Tensor::from_slice(&ab)
+            .to_device(cfg.device)
+            .view([-1, 1, 1, 1]);
+        let x_t = &x0 * ab.sqrt() + &eps * (-&ab + 1.0).sqrt();
+        let t = Tensor::from_slice(&t).to_device(cfg.device);
+
+        let loss = (net.forward_t(&x_t, &t, true) - &eps)
+            .square()
+            .mean(Kind::Float);
+        loss.backward();
+        step += 1;
+        adam.step(&mut params, step);
+        tch::no_grad(|| {
+            for (e, p) in ema.iter().zip(&params) {
+                let _ = e
+                    .shallow_clone()
+                    .g_mul_scalar_(cfg.ema_decay)
+                    .g_add_(&(p * (1.0 - cfg.ema_decay)));
+            }
+        });
+
+        window.0 += loss.double_value(&[]);
+        window.1 += 1;
+        if step % cfg.log_every == 0 || step == cfg.steps {
+            last_loss = window.0 / window.1 as f64;
+            writeln!(log, "{step},{last_loss:.6}")?;
+            progress(step, last_loss);
+            window = (0.0, 0);
+        }
+        if step % cfg.checkpoint_every == 0 || step == cfg.steps {
+            let total = seconds + started.elapsed().as_secs_f64();
+            save_checkpoint(
+                &ckpt, &ckpt_info, &names, &params, &ema, &adam, step, total, last_loss, cfg.seed,
+            )?;
+        }
+    }
+    seconds += started.elapsed().as_secs_f64();
+
+    let weights = format!("{}.safetensors", cfg.name);
+    let weights_path = cfg.out_dir.join(&weights);
+    write_atomic(&weights_path, |p| Ok(ema_vs.save(p)?))?;
+    let card = ModelCard {
+        name: cfg.name.clone(),
+        description: cfg.description.clone(),
+        format: ModelFormat::Unet,
+        weights,
+        image_size: cfg.image_size,
+        channels: cfg.architecture.in_channels,
+        schedule: cfg.schedule.clone(),
+        architecture: Some(cfg.architecture.clone()),
+        intensity: cfg.intensity.clone(),
+        training: Some(TrainingRecord {
+            command: cfg.command.clone(),
+            data: cfg.data_description.clone(),
+            steps: step,
+            batch_size: cfg.batch_size,
+            learning_rate: cfg.learning_rate,
+            ema_decay: cfg.ema_decay,
+            seed: cfg.seed,
+            final_loss: last_loss,
+            date: today(),
+            seconds,
+        }),
+    };
+    let card_path = cfg.out_dir.join(format!("{}.json", cfg.name));
+    card.write(&card_path)?;
+    Ok(TrainSummary {
+        step,
+        final_loss: last_loss,
+        seconds,
+        card_path,
+    })
+}
+
+fn sorted(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
+    vs.variables().into_iter().collect()
+}
+
+fn normal(rng: &mut ChaCha8Rng, shape: &[i64]) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+    Tensor::from_slice(&v).reshape(shape)
+}
+
+/// A batch `[B, 1, S, S]` in the model's range: random images, random crops
+/// (images are reflect-padded by S/16 first, so crops also shift the content),
+/// random left–right flips.
+fn draw_batch(cfg: &TrainConfig, data: &TrainingData, rng: &mut ChaCha8Rng) -> Tensor {
+    let s = cfg.image_size;
+    let (scale, offset) = cfg.intensity.to_model_affine();
+    let crops: Vec<Tensor> = (0..cfg.batch_size)
+        .map(|_| {
+            let img = match data {
+                TrainingData::Images(images) => {
+                    images[rng.gen_range(0..images.len())].shallow_clone()
+                }
+                TrainingData::Phantoms(style) => {
+                    phantom::random_ellipses(s as usize, rng.gen(), *style)
+                }
+            };
+            let pad = s / 16;
+            let img = img
+                .view([1, 1, img.size()[0], img.size()[1]])
+                .pad([pad, pad, pad, pad], "reflect", None)
+                .squeeze_dim(0);
+            let (h, w) = (img.size()[1], img.size()[2]);
+            let r = rng.gen_range(0..=h - s);
+            let c = rng.gen_range(0..=w - s);
+            let crop = img.narrow(1, r, s).narrow(2, c, s);
+            if rng.gen_bool(0.5) {
+                crop.flip([2])
+            } else {
+                crop
+            }
+        })
+        .collect();
+    (Tensor::stack(&crops, 0) * scale + offset).clamp(-1.0, 1.0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(
+    path: &Path,
+    info_path: &Path,
+    names: &[String],
+    params: &[Tensor],
+    ema: &[Tensor],
+    adam: &Adam,
+    step: u64,
+    seconds: f64,
+    last_loss: f64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut named = Vec::with_capacity(4 * names.len());
+    for (k, n) in names.iter().enumerate() {
+        named.push((format!("model/{n}"), params[k].shallow_clone()));
+        named.push((format!("ema/{n}"), ema[k].shallow_clone()));
+        named.push((format!("adam_m/{n}"), adam.m[k].shallow_clone()));
+        named.push((format!("adam_v/{n}"), adam.v[k].shallow_clone()));
+    }
+    write_atomic(path, |p| Ok(Tensor::write_safetensors(&named, p)?))?;
+    let info = CheckpointInfo {
+        step,
+        seconds,
+        last_loss,
+        seed,
+    };
+    write_atomic(info_path, |p| {
+        Ok(std::fs::write(p, serde_json::to_string_pretty(&info)?)?)
+    })
+}
+
+/// Writes through `write` to a temporary file beside `path`, then renames it.
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tmp = path.with_extension(format!("tmp.{ext}"));
+    write(&tmp).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Today's date (UTC) as YYYY-MM-DD.
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}

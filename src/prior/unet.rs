@@ -1,0 +1,320 @@
+//! The built-in ε-prediction UNet (DDPM style: sinusoidal time embedding, residual
+//! blocks with group norm, optional self-attention at chosen levels).
+//!
+//! Fully convolutional: any input size works; inputs whose sides are not multiples
+//! of 2^(levels − 1) are reflect-padded up to one and the output is cropped back.
+//! Input `x`: f32 `[B, in_channels, H, W]` in the model's range ([−1, 1]);
+//! `t`: i64 `[B]` timesteps of the original schedule. Output: ε̂ of the shape of `x`
+//! with `out_channels` channels.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// Architecture hyper-parameters; stored in the model card so that the weights can
+/// be loaded into the same network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UNetConfig {
+    pub in_channels: i64,
+    pub out_channels: i64,
+    /// Channels at the first level; level l has `base_channels · channel_mults[l]`.
+    pub base_channels: i64,
+    pub channel_mults: Vec<i64>,
+    /// Residual blocks per level on the way down (one more on the way up).
+    pub num_res_blocks: usize,
+    /// Levels (0 = full resolution) with self-attention after each residual block.
+    pub attention_levels: Vec<usize>,
+    /// Groups of every group norm; must divide every channel count.
+    pub groups: i64,
+    pub dropout: f64,
+}
+
+impl UNetConfig {
+    /// A small network for tests: two levels, 8 base channels.
+    pub fn tiny(channels: i64) -> Self {
+        Self {
+            in_channels: channels,
+            out_channels: channels,
+            base_channels: 8,
+            channel_mults: vec![1, 2],
+            num_res_blocks: 1,
+            attention_levels: vec![1],
+            groups: 4,
+            dropout: 0.0,
+        }
+    }
+
+    /// The configuration of the shipped 128² priors (≈ 2.6 M parameters).
+    pub fn small(channels: i64) -> Self {
+        Self {
+            in_channels: channels,
+            out_channels: channels,
+            base_channels: 32,
+            channel_mults: vec![1, 2, 2, 4],
+            num_res_blocks: 2,
+            attention_levels: vec![3],
+            groups: 8,
+            dropout: 0.0,
+        }
+    }
+}
+
+/// Sinusoidal embedding of timesteps `t` `[B]` into `[B, dim]` of `kind` (Vaswani et al.).
+pub fn timestep_embedding(t: &Tensor, dim: i64, kind: Kind) -> Tensor {
+    let half = dim / 2;
+    let freqs = (Tensor::arange(half, (kind, t.device())) * (-(10000f64.ln()) / half as f64)).exp();
+    let args = t.to_kind(kind).unsqueeze(1) * freqs.unsqueeze(0);
+    Tensor::cat(&[args.cos(), args.sin()], 1)
+}
+
+#[derive(Debug)]
+struct ResBlock {
+    norm1: nn::GroupNorm,
+    conv1: nn::Conv2D,
+    temb: nn::Linear,
+    norm2: nn::GroupNorm,
+    conv2: nn::Conv2D,
+    skip: Option<nn::Conv2D>,
+    dropout: f64,
+}
+
+fn conv3(vs: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    nn::conv2d(vs, c_in, c_out, 3, cfg)
+}
+
+fn zero_conv(vs: nn::Path, c_in: i64, c_out: i64, k: i64) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        padding: k / 2,
+        ws_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    nn::conv2d(vs, c_in, c_out, k, cfg)
+}
+
+impl ResBlock {
+    fn new(vs: &nn::Path, c_in: i64, c_out: i64, temb_dim: i64, cfg: &UNetConfig) -> Self {
+        let gn = Default::default();
+        Self {
+            norm1: nn::group_norm(vs / "norm1", cfg.groups, c_in, gn),
+            conv1: conv3(vs / "conv1", c_in, c_out),
+            temb: nn::linear(vs / "temb", temb_dim, c_out, Default::default()),
+            norm2: nn::group_norm(vs / "norm2", cfg.groups, c_out, gn),
+            conv2: zero_conv(vs / "conv2", c_out, c_out, 3),
+            skip: (c_in != c_out)
+                .then(|| nn::conv2d(vs / "skip", c_in, c_out, 1, Default::default())),
+            dropout: cfg.dropout,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, temb: &Tensor, train: bool) -> Tensor {
+        let h = self.conv1.forward(&self.norm1.forward(x).silu());
+        let h = h + self.temb.forward(&temb.silu()).unsqueeze(-1).unsqueeze(-1);
+        let h = self.norm2.forward(&h).silu().dropout(self.dropout, train);
+        let h = self.conv2.forward(&h);
+        match &self.skip {
+            Some(s) => s.forward(x) + h,
+            None => x + h,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    norm: nn::GroupNorm,
+    qkv: nn::Conv2D,
+    proj: nn::Conv2D,
+}
+
+impl Attention {
+    fn new(vs: &nn::Path, c: i64, cfg: &UNetConfig) -> Self {
+        Self {
+            norm: nn::group_norm(vs / "norm", cfg.groups, c, Default::default()),
+            qkv: nn::conv2d(vs / "qkv", c, 3 * c, 1, Default::default()),
+            proj: zero_conv(vs / "proj", c, c, 1),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (b, c, h, w) = x.size4().expect("attention input must be 4-D");
+        let qkv = self
+            .qkv
+            .forward(&self.norm.forward(x))
+            .reshape([b, 3, c, h * w]);
+        let (q, k, v) = (qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2));
+        // [B, HW, HW]: weights of key j for query i.
+        let attn = (q.transpose(1, 2).matmul(&k) / (c as f64).sqrt()).softmax(-1, x.kind());
+        let out = v.matmul(&attn.transpose(1, 2)).reshape([b, c, h, w]);
+        x + self.proj.forward(&out)
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    res: ResBlock,
+    attn: Option<Attention>,
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor, temb: &Tensor, train: bool) -> Tensor {
+        let h = self.res.forward(x, temb, train);
+        match &self.attn {
+            Some(a) => a.forward(&h),
+            None => h,
+        }
+    }
+}
+
+/// The ε-prediction UNet.
+#[derive(Debug)]
+pub struct UNet {
+    config: UNetConfig,
+    temb1: nn::Linear,
+    temb2: nn::Linear,
+    conv_in: nn::Conv2D,
+    /// Per level: its blocks, then an optional strided-conv downsampler.
+    down: Vec<(Vec<Block>, Option<nn::Conv2D>)>,
+    mid: (ResBlock, Attention, ResBlock),
+    /// Per level from the deepest: its blocks, then an optional upsampling conv.
+    up: Vec<(Vec<Block>, Option<nn::Conv2D>)>,
+    norm_out: nn::GroupNorm,
+    conv_out: nn::Conv2D,
+}
+
+impl UNet {
+    /// Builds the network's variables under `vs`.
+    pub fn new(vs: &nn::Path, config: &UNetConfig) -> Self {
+        let cfg = config;
+        let base = cfg.base_channels;
+        let temb_dim = 4 * base;
+        let levels = cfg.channel_mults.len();
+        let conv_in = conv3(vs / "conv_in", cfg.in_channels, base);
+
+        let mut skips = vec![base];
+        let mut ch = base;
+        let mut down = Vec::with_capacity(levels);
+        for (l, &mult) in cfg.channel_mults.iter().enumerate() {
+            let p = vs / "down" / l;
+            let c_out = base * mult;
+            let blocks = (0..cfg.num_res_blocks)
+                .map(|i| {
+                    let res = ResBlock::new(&(&p / "res" / i), ch, c_out, temb_dim, cfg);
+                    ch = c_out;
+                    skips.push(ch);
+                    let attn = cfg
+                        .attention_levels
+                        .contains(&l)
+                        .then(|| Attention::new(&(&p / "attn" / i), ch, cfg));
+                    Block { res, attn }
+                })
+                .collect();
+            let sample = (l + 1 < levels).then(|| {
+                skips.push(ch);
+                let c = nn::ConvConfig {
+                    stride: 2,
+                    padding: 1,
+                    ..Default::default()
+                };
+                nn::conv2d(&p / "downsample", ch, ch, 3, c)
+            });
+            down.push((blocks, sample));
+        }
+
+        let mid = (
+            ResBlock::new(&(vs / "mid" / "res1"), ch, ch, temb_dim, cfg),
+            Attention::new(&(vs / "mid" / "attn"), ch, cfg),
+            ResBlock::new(&(vs / "mid" / "res2"), ch, ch, temb_dim, cfg),
+        );
+
+        let mut up = Vec::with_capacity(levels);
+        for (l, &mult) in cfg.channel_mults.iter().enumerate().rev() {
+            let p = vs / "up" / l;
+            let c_out = base * mult;
+            let blocks = (0..=cfg.num_res_blocks)
+                .map(|i| {
+                    let skip = skips.pop().expect("one skip per down block");
+                    let res = ResBlock::new(&(&p / "res" / i), ch + skip, c_out, temb_dim, cfg);
+                    ch = c_out;
+                    let attn = cfg
+                        .attention_levels
+                        .contains(&l)
+                        .then(|| Attention::new(&(&p / "attn" / i), ch, cfg));
+                    Block { res, attn }
+                })
+                .collect();
+            let sample = (l > 0).then(|| conv3(&p / "upsample", ch, ch));
+            up.push((blocks, sample));
+        }
+
+        Self {
+            config: config.clone(),
+            temb1: nn::linear(vs / "temb1", base, temb_dim, Default::default()),
+            temb2: nn::linear(vs / "temb2", temb_dim, temb_dim, Default::default()),
+            conv_in,
+            down,
+            mid,
+            up,
+            norm_out: nn::group_norm(vs / "norm_out", cfg.groups, ch, Default::default()),
+            conv_out: zero_conv(vs / "conv_out", ch, cfg.out_channels, 3),
+        }
+    }
+
+    /// The architecture this network was built with.
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
+    }
+
+    /// ε̂(x, t); `train` enables dropout.
+    pub fn forward_t(&self, x: &Tensor, t: &Tensor, train: bool) -> Tensor {
+        let (_, _, height, width) = x.size4().expect("UNet input must be [B, C, H, W]");
+        let m = 1i64 << (self.config.channel_mults.len() - 1);
+        let (ph, pw) = ((m - height % m) % m, (m - width % m) % m);
+        let padded = if ph > 0 || pw > 0 {
+            x.pad([0, pw, 0, ph], "replicate", None)
+        } else {
+            x.shallow_clone()
+        };
+
+        let temb = timestep_embedding(t, self.config.base_channels, x.kind());
+        let temb = self.temb2.forward(&self.temb1.forward(&temb).silu());
+
+        let mut hs = vec![self.conv_in.forward(&padded)];
+        for (blocks, sample) in &self.down {
+            for b in blocks {
+                let h = b.forward(hs.last().expect("non-empty"), &temb, train);
+                hs.push(h);
+            }
+            if let Some(s) = sample {
+                let h = s.forward(hs.last().expect("non-empty"));
+                hs.push(h);
+            }
+        }
+        let mut h = hs.last().expect("non-empty").shallow_clone();
+        h = self.mid.0.forward(&h, &temb, train);
+        h = self.mid.1.forward(&h);
+        h = self.mid.2.forward(&h, &temb, train);
+        for (blocks, sample) in &self.up {
+            for b in blocks {
+                let skip = hs.pop().expect("one skip per up block");
+                h = b.forward(&Tensor::cat(&[h, skip], 1), &temb, train);
+            }
+            if let Some(s) = sample {
+                h = s.forward(&h.upsample_nearest2d(
+                    [2 * h.size()[2], 2 * h.size()[3]],
+                    None,
+                    None,
+                ));
+            }
+        }
+        let out = self.conv_out.forward(&self.norm_out.forward(&h).silu());
+        if ph > 0 || pw > 0 {
+            out.narrow(2, 0, height).narrow(3, 0, width)
+        } else {
+            out
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! A TorchScript module traced by PyTorch (the .venv's torch) loads as a prior
+//! through its model card, ignores extra output channels, and is
+//! differentiable with respect to its input.
+
+use std::process::Command;
+
+use dps_recon::prior::Prior;
+use tch::{Device, Kind, Tensor};
+
+const TRACE: &str = r#"
+import sys, torch
+class Eps(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.5))
+    def forward(self, x, t):
+        eps = torch.tanh(x) * self.w + t.float().view(-1, 1, 1, 1) * 1e-3
+        return torch.cat([eps, torch.full_like(x, 7.0)], 1)  # + a 'learned variance'
+m = torch.jit.trace(Eps(), (torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long)))
+m.save(sys.argv[1])
+"#;
+
+#[test]
+fn traced_module_loads_and_differentiates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pt = dir.path().join("eps.pt");
+    let status = Command::new("python3")
+        .args(["-c", TRACE])
+        .arg(&pt)
+        .status()
+        .expect("python3 (the .venv's, with torch) must be on PATH: run through `make test`");
+    assert!(status.success(), "tracing the test module failed");
+    let card = dir.path().join("eps.json");
+    std::fs::write(
+        &card,
+        r#"{"name": "traced-test", "description": "test", "format": "torchscript",
+            "weights": "eps.pt", "image_size": 4, "channels": 1,
+            "schedule": {"kind": "linear", "beta_start": 0.0001, "beta_end": 0.02, "timesteps": 1000},
+            "intensity": {"unit": "HU", "physical_min": -1000, "physical_max": 1000}}"#,
+    )
+    .unwrap();
+
+    let prior = Prior::load(&card, Device::Cpu).unwrap();
+    // Other sizes and batch sizes than traced: the module is size-agnostic.
+    let x = (Tensor::randn([3, 1, 6, 5], (Kind::Float, Device::Cpu)) * 0.7).set_requires_grad(true);
+    let t = Tensor::from_slice(&[0i64, 10, 999]);
+    let eps = prior.model.eps(&x, &t);
+    assert_eq!(eps.size(), [3, 1, 6, 5]);
+    let expect =
+        x.detach().tanh() * 0.5 + Tensor::from_slice(&[0f32, 0.01, 0.999]).view([3, 1, 1, 1]);
+    assert!((eps.detach() - expect).abs().max().double_value(&[]) < 1e-6);
+
+    let g = Tensor::run_backward(&[eps.sum(Kind::Float)], &[&x], false, false);
+    let expect_grad: Tensor = (-x.detach().tanh().square() + 1.0) * 0.5;
+    assert!((&g[0] - expect_grad).abs().max().double_value(&[]) < 1e-6);
+
+    // The intensity map of the card: −1000 HU → −1, +1000 HU → +1.
+    let hu = Tensor::from_slice(&[-1000f32, 0., 1000.]);
+    let m = prior.to_model(&hu);
+    assert!(
+        (m - Tensor::from_slice(&[-1f32, 0., 1.]))
+            .abs()
+            .max()
+            .double_value(&[])
+            < 1e-6
+    );
+    assert!(
+        (prior.to_physical(&prior.to_model(&hu)) - &hu)
+            .abs()
+            .max()
+            .double_value(&[])
+            < 1e-3
+    );
+}
+
+#[test]
+fn bad_card_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = dir.path().join("bad.json");
+    std::fs::write(&card, r#"{"name": "x"}"#).unwrap();
+    let err = Prior::load(&card, Device::Cpu)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("bad.json") && err.contains("invalid model card"),
+        "{err}"
+    );
+    let missing = dir.path().join("none.json");
+    let err = Prior::load(&missing, Device::Cpu)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("none.json"), "{err}");
+}

@@ -10,3 +10,6 @@ pub mod device;
 pub mod dicom;
 pub mod metrics;
 pub mod phantom;
+pub mod prior;
+pub mod sampler;
+pub mod volume;

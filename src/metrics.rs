@@ -1,26 +1,141 @@
-//! Image-quality metrics against a reference: PSNR, SSIM, NMSE.
+//! Image-quality metrics against a reference: PSNR, SSIM, MSE, NMSE.
 //!
-//! All take tensors of equal shape (any device); values are compared in double
-//! precision. `data_range` is the span of possible values (e.g. 1.0 for images in
-//! [0, 1], or max − min of the reference), as in scikit-image.
+//! All take real-valued tensors of equal shape on any device (`x` and
+//! `reference` on the same one) and compute in double precision. `data_range` is
+//! the span of possible values (1.0 for images in [0, 1], 2000 for CT in HU over
+//! [−1000, 1000], or max − min of the reference), as in scikit-image.
+//!
+//! # Panics
+//! Every function panics with a message naming the metric and both shapes when
+//! the shapes differ (there is no broadcasting), and [`psnr`] and [`ssim`] panic
+//! when `data_range` is not a positive finite number.
 
 use tch::{Kind, Tensor};
 
-/// Peak signal-to-noise ratio in dB: `10 log10(data_range² / MSE)`.
+/// Peak signal-to-noise ratio in dB: `10 log10(data_range² / MSE)`, as
+/// scikit-image's `peak_signal_noise_ratio`. Identical images give `+inf`.
 pub fn psnr(x: &Tensor, reference: &Tensor, data_range: f64) -> f64 {
+    check_shapes("psnr", x, reference);
+    check_range("psnr", data_range);
     let mse = mse(x, reference);
     10.0 * (data_range * data_range / mse).log10()
 }
 
-/// Mean squared error.
+/// Mean squared error over all elements.
 pub fn mse(x: &Tensor, reference: &Tensor) -> f64 {
+    check_shapes("mse", x, reference);
     let d = x.to_kind(Kind::Double) - reference.to_kind(Kind::Double);
     d.square().mean(Kind::Double).double_value(&[])
 }
 
-/// Normalised mean squared error `‖x − ref‖² / ‖ref‖²`.
+/// Normalised mean squared error `‖x − ref‖² / ‖ref‖²` (scikit-image's
+/// `normalized_root_mse(ref, x, normalization='euclidean')` squared). 0 for
+/// identical images; NaN or +inf when the reference is all zeros.
 pub fn nmse(x: &Tensor, reference: &Tensor) -> f64 {
+    check_shapes("nmse", x, reference);
     let r = reference.to_kind(Kind::Double);
     let d = x.to_kind(Kind::Double) - &r;
     d.square().sum(Kind::Double).double_value(&[]) / r.square().sum(Kind::Double).double_value(&[])
+}
+
+/// Standard deviation of the Gaussian SSIM window, in pixels.
+const SSIM_SIGMA: f64 = 1.5;
+/// Radius of the Gaussian SSIM window: `int(3.5·σ + 0.5)` = 5, an 11-tap window.
+const SSIM_RADIUS: i64 = 5;
+const SSIM_K1: f64 = 0.01;
+const SSIM_K2: f64 = 0.03;
+
+/// Mean structural similarity (Wang et al., 2004) with a Gaussian window,
+/// matching scikit-image's `structural_similarity(x, reference,
+/// data_range=data_range, gaussian_weights=True, sigma=1.5,
+/// use_sample_covariance=False)`: K1 = 0.01, K2 = 0.03, an 11-tap Gaussian
+/// window (σ = 1.5 px, truncated at 3.5 σ), population (co)variances, and the
+/// mean of the SSIM map without its 5-pixel border. Values lie in [−1, 1], 1
+/// for identical images; symmetric in its arguments.
+///
+/// Shapes: `[H, W]` or `[..., H, W]` (e.g. `[1, 1, H, W]`, `[B, C, H, W]`), with
+/// H, W ≥ 11. Leading dimensions index separate 2-D images, and the result is
+/// the mean of their SSIMs (not a 3-D SSIM).
+///
+/// The windows of the pixels that are kept lie wholly inside the image, so the
+/// map is computed by valid (unpadded) separable convolutions; scikit-image's
+/// `'reflect'` boundary mode only affects the border it discards.
+///
+/// # Panics
+/// Besides the shape and range checks above, when an image is smaller than
+/// 11 × 11 or has fewer than 2 dimensions.
+pub fn ssim(x: &Tensor, reference: &Tensor, data_range: f64) -> f64 {
+    check_shapes("ssim", x, reference);
+    check_range("ssim", data_range);
+    let size = x.size();
+    assert!(
+        size.len() >= 2,
+        "ssim: expected images of shape [..., H, W], got {size:?}"
+    );
+    let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+    let win = 2 * SSIM_RADIUS + 1;
+    assert!(
+        h >= win && w >= win,
+        "ssim: images must be at least {win} × {win} pixels, got {h} × {w}"
+    );
+    let x = x.to_kind(Kind::Double).reshape([-1, 1, h, w]);
+    let y = reference.to_kind(Kind::Double).reshape([-1, 1, h, w]);
+    let stack = Tensor::cat(&[&x, &y, &(&x * &x), &(&y * &y), &(&x * &y)], 0);
+    let filtered = gaussian_valid(&stack).chunk(5, 0);
+    let [ux, uy, uxx, uyy, uxy] = &filtered[..] else {
+        unreachable!("chunk of 5 equal parts")
+    };
+    let vx = uxx - ux * ux;
+    let vy = uyy - uy * uy;
+    let vxy = uxy - ux * uy;
+    let c1 = (SSIM_K1 * data_range).powi(2);
+    let c2 = (SSIM_K2 * data_range).powi(2);
+    let num = (ux * uy * 2.0 + c1) * (vxy * 2.0 + c2);
+    let den = (ux.square() + uy.square() + c1) * (vx + vy + c2);
+    (num / den).mean(Kind::Double).double_value(&[])
+}
+
+/// Separable Gaussian filter of `[N, 1, H, W]` without padding: returns
+/// `[N, 1, H − 10, W − 10]`, the filtered values at the pixels whose whole
+/// window is inside the image. Weights as scipy's `gaussian_filter`:
+/// exp(−k²/2σ²) for |k| ≤ 5, normalised to sum 1.
+fn gaussian_valid(images: &Tensor) -> Tensor {
+    let taps: Vec<f64> = (-SSIM_RADIUS..=SSIM_RADIUS)
+        .map(|k| (-0.5 * (k as f64 / SSIM_SIGMA).powi(2)).exp())
+        .collect();
+    let total: f64 = taps.iter().sum();
+    let taps: Vec<f64> = taps.iter().map(|t| t / total).collect();
+    let len = taps.len() as i64;
+    let kernel = Tensor::from_slice(&taps).to_device(images.device());
+    let rows = images.conv2d(
+        &kernel.view([1, 1, len, 1]),
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        1,
+    );
+    rows.conv2d(
+        &kernel.view([1, 1, 1, len]),
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        1,
+    )
+}
+
+fn check_shapes(metric: &str, x: &Tensor, reference: &Tensor) {
+    let (sx, sr) = (x.size(), reference.size());
+    assert!(
+        sx == sr,
+        "{metric}: shape mismatch: x is {sx:?} but reference is {sr:?}"
+    );
+}
+
+fn check_range(metric: &str, data_range: f64) {
+    assert!(
+        data_range.is_finite() && data_range > 0.0,
+        "{metric}: data_range must be positive and finite, got {data_range}"
+    );
 }

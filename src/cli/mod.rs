@@ -7,6 +7,7 @@ use dps_recon::device::DeviceChoice;
 
 mod inspect;
 mod phantom;
+mod train;
 
 /// Reconstruct undersampled MRI k-space and CT sinograms stored in DICOM with
 /// Diffusion Posterior Sampling.
@@ -39,6 +40,8 @@ pub enum Command {
     Phantom(phantom::Args),
     /// Say what each DICOM file is (raw k-space, sinogram, image series member) or why it can't be read.
     Inspect(inspect::Args),
+    /// Train a UNet diffusion prior on NIfTI volumes, DICOM image folders or phantoms.
+    Train(train::Args),
 }
 
 /// Parses the command line, sets up logging and threads, and runs the verb.
@@ -55,11 +58,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Phantom(args) => phantom::run(&ctx, args),
         Command::Inspect(args) => inspect::run(&ctx, args),
+        Command::Train(args) => train::run(&ctx, args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            tracing::error!("{err:#}");
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }

@@ -1,0 +1,98 @@
+//! NIfTI-1 volumes (read with the `nifti` crate) as 2-D axial slices, for training
+//! priors and simulating measurements.
+//!
+//! Slice orientation: for the axial slice at voxel index z, image row r is the
+//! volume's y index `ny − 1 − r` (so that, for an RAS-oriented volume, anterior is
+//! at the top) and column c is the x index c (patient left at the left of the
+//! image, the neurological convention). Values keep the file's units after its
+//! `scl_slope`/`scl_inter`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
+use tch::{Kind, Tensor};
+
+/// A 3-D volume in memory: `data[[x, y, z]]`, voxel sizes in mm.
+pub struct Volume {
+    /// `[nx, ny, nz]` as `f32`, stored as a tensor `[nz, ny, nx]` (C order).
+    zyx: Tensor,
+    pub dims: [i64; 3],
+    pub voxel_mm: [f64; 3],
+}
+
+impl Volume {
+    /// Reads a `.nii` or `.nii.gz` file; errors name the file.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let obj = ReaderOptions::new()
+            .read_file(path)
+            .with_context(|| format!("{}: cannot read NIfTI volume", path.display()))?;
+        let pixdim = obj.header().pixdim;
+        let arr = obj
+            .into_volume()
+            .into_ndarray::<f32>()
+            .with_context(|| format!("{}: cannot decode NIfTI voxels", path.display()))?;
+        anyhow::ensure!(
+            arr.ndim() == 3 || (arr.ndim() == 4 && arr.shape()[3] == 1),
+            "{}: expected a 3-D volume, found shape {:?}",
+            path.display(),
+            arr.shape()
+        );
+        let (nx, ny, nz) = (arr.shape()[0], arr.shape()[1], arr.shape()[2]);
+        // Column-major [x, y, z] read as C order [z, y, x].
+        let mut zyx = Vec::with_capacity(nx * ny * nz);
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let v = if arr.ndim() == 3 {
+                        arr[[x, y, z]]
+                    } else {
+                        arr[[x, y, z, 0]]
+                    };
+                    zyx.push(v);
+                }
+            }
+        }
+        anyhow::ensure!(
+            zyx.iter().all(|v| v.is_finite()),
+            "{}: volume contains NaN or infinite voxels",
+            path.display()
+        );
+        let dims = [nx as i64, ny as i64, nz as i64];
+        Ok(Self {
+            zyx: Tensor::from_slice(&zyx).reshape([dims[2], dims[1], dims[0]]),
+            dims,
+            voxel_mm: [pixdim[1] as f64, pixdim[2] as f64, pixdim[3] as f64],
+        })
+    }
+
+    /// The axial slice at index `z` as `[ny, nx]` in the orientation described in
+    /// the module documentation, at the file's resolution.
+    pub fn axial(&self, z: i64) -> Tensor {
+        assert!(
+            (0..self.dims[2]).contains(&z),
+            "slice z = {z} outside 0..{}",
+            self.dims[2]
+        );
+        self.zyx.get(z).flip([0])
+    }
+
+    /// The axial slice at `z`, zero-padded to a centred square and resampled
+    /// (antialiased bilinear) to `size × size`: `[size, size]`.
+    pub fn axial_resampled(&self, z: i64, size: i64) -> Tensor {
+        square_resample(&self.axial(z), size)
+    }
+}
+
+/// Zero-pads a 2-D image `[h, w]` to a centred square and resamples it with
+/// antialiased bilinear interpolation to `[size, size]`.
+pub fn square_resample(img: &Tensor, size: i64) -> Tensor {
+    let (h, w) = (img.size()[0], img.size()[1]);
+    let n = h.max(w);
+    let (top, left) = ((n - h) / 2, (n - w) / 2);
+    let sq = img
+        .to_kind(Kind::Float)
+        .view([1, 1, h, w])
+        .constant_pad_nd([left, n - w - left, top, n - h - top]);
+    Tensor::internal_upsample_bilinear2d_aa(&sq, [size, size], false, None, None).view([size, size])
+}

@@ -147,6 +147,9 @@ pub fn train(
     }
     let schedule = Schedule::new(&cfg.schedule);
 
+    // Initial weights come from libtorch's global generator: seed it (a process
+    // should not train two priors at once).
+    tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(cfg.device);
     let net = UNet::new(&vs.root(), &cfg.architecture);
     let ema_vs = {

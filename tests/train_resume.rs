@@ -1,0 +1,92 @@
+//! Training is deterministic for a seed, and a run resumed from its checkpoint ends
+//! with exactly the weights of an uninterrupted run.
+
+use dps_recon::phantom::PhantomStyle;
+use dps_recon::prior::train::{train, TrainConfig, TrainingData};
+use dps_recon::prior::{BetaSchedule, IntensityMap, ModelCard, Prior, UNetConfig};
+use tch::{Device, Tensor};
+
+fn config(out: &std::path::Path, steps: u64) -> TrainConfig {
+    TrainConfig {
+        name: "tiny".into(),
+        description: "test".into(),
+        data_description: "MR phantoms".into(),
+        command: "test".into(),
+        out_dir: out.to_path_buf(),
+        image_size: 16,
+        architecture: UNetConfig::tiny(1),
+        schedule: BetaSchedule::default(),
+        intensity: IntensityMap {
+            unit: "MR".into(),
+            physical_min: 0.0,
+            physical_max: 1.0,
+        },
+        steps,
+        batch_size: 2,
+        learning_rate: 1e-3,
+        ema_decay: 0.9,
+        seed: 11,
+        checkpoint_every: 2,
+        log_every: 1,
+        device: Device::Cpu,
+    }
+}
+
+/// `train` seeds libtorch's global generator for the initial weights: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn weights(dir: &std::path::Path) -> Vec<(String, Tensor)> {
+    let mut w = Tensor::read_safetensors(dir.join("tiny.safetensors")).unwrap();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+#[test]
+fn resumed_run_matches_uninterrupted_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let data = TrainingData::Phantoms(PhantomStyle::Mr);
+    let straight = tempfile::tempdir().unwrap();
+    let mut losses = Vec::new();
+    train(&config(straight.path(), 4), &data, &mut |_, l| losses.push(l)).unwrap();
+    assert_eq!(losses.len(), 4);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0));
+
+    let resumed = tempfile::tempdir().unwrap();
+    let first = train(&config(resumed.path(), 2), &data, &mut |_, _| {}).unwrap();
+    assert_eq!(first.step, 2);
+    let second = train(&config(resumed.path(), 4), &data, &mut |_, _| {}).unwrap();
+    assert_eq!(second.step, 4);
+
+    let (a, b) = (weights(straight.path()), weights(resumed.path()));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs after resuming");
+    }
+    // The loss log has one line per step across both stretches.
+    let log = std::fs::read_to_string(resumed.path().join("loss.csv")).unwrap();
+    assert_eq!(log.lines().count(), 1 + 4);
+
+    // The card records the run and loads as a prior.
+    let card = ModelCard::read(&second.card_path).unwrap();
+    let record = card.training.as_ref().unwrap();
+    assert_eq!(record.steps, 4);
+    assert_eq!(record.seed, 11);
+    let prior = Prior::load(&second.card_path, Device::Cpu).unwrap();
+    let x = Tensor::zeros([1, 1, 16, 16], (tch::Kind::Float, Device::Cpu));
+    let eps = prior.model.eps(&x, &Tensor::from_slice(&[10i64]));
+    assert_eq!(eps.size(), [1, 1, 16, 16]);
+}
+
+#[test]
+fn checkpoint_with_another_seed_is_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = TrainingData::Phantoms(PhantomStyle::Mr);
+    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
+    let mut other = config(dir.path(), 4);
+    other.seed = 12;
+    let err = train(&other, &data, &mut |_, _| {}).err().unwrap().to_string();
+    assert!(err.contains("checkpoint.json") && err.contains("seed 11"), "{err}");
+}

@@ -4,8 +4,9 @@
 //! Conventions shared by every operator in this crate:
 //! - Images are batched `[B, C, H, W]` tensors, `f32` (real) or `complex64` (MRI);
 //!   row index `H` runs top to bottom, column index `W` left to right.
-//! - Operators follow the device of their input: build them on the device you use
-//!   (`Operator::to_device`), nothing is moved behind your back.
+//! - Operators hold their tensors (masks, sensitivities, sampling grids) on the device
+//!   given to their constructor; inputs must be on that device. Nothing is moved
+//!   behind your back.
 //! - Linear operators implement [`LinearOperator`], whose adjoint is exact to float
 //!   precision (tested by the dot-product test in [`op::adjoint_mismatch`]).
 //! - Nonlinear operators implement only [`Operator`]; gradients come from autograd.

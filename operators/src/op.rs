@@ -5,7 +5,7 @@ use tch::{Kind, Tensor};
 /// A forward model `y = A(x)`, possibly nonlinear. Gradients of anything built on
 /// [`Operator::forward`] come from autograd, so `forward` must stay differentiable
 /// with respect to `x` (no `no_grad`, no detaching inside).
-pub trait Operator: Send + Sync {
+pub trait Operator: Send {
     /// Applies the forward model to a batch `x` of shape `[B, C, H, W]`.
     fn forward(&self, x: &Tensor) -> Tensor;
 }

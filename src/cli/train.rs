@@ -107,7 +107,10 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         name: args.name.clone(),
         description: args.description.clone(),
         data_description,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: std::iter::once("dps-recon".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
         out_dir: args.out.clone(),
         image_size: args.size,
         architecture,

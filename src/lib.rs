@@ -11,5 +11,6 @@ pub mod dicom;
 pub mod metrics;
 pub mod phantom;
 pub mod prior;
+pub mod render;
 pub mod sampler;
 pub mod volume;

@@ -1,12 +1,12 @@
 //! `dps-recon phantom`: writes a phantom as an 8-bit grayscale PNG (windowed) or
 //! as a float32 `.npy` array `[size, size]` (raw values: [0, 1] or HU).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use dps_recon::phantom::{self, PhantomStyle};
-use tch::{Kind, Tensor};
+use dps_recon::render::{self, Window};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,7 +30,7 @@ pub struct Args {
     /// Display window for PNG output as CENTRE,WIDTH in the image's units:
     /// values from centre − width/2 to centre + width/2 map linearly to 0..255.
     /// Default 0.5,1 for [0, 1] phantoms and 40,400 (soft tissue) for HU ones.
-    #[arg(long, value_name = "CENTRE,WIDTH", value_parser = parse_window)]
+    #[arg(long, value_name = "CENTRE,WIDTH", value_parser = Window::parse)]
     window: Option<Window>,
 }
 
@@ -45,24 +45,6 @@ enum PhantomKind {
     EllipsesCt,
     /// Random MR-like ellipses in [0, 1], from --seed.
     EllipsesMr,
-}
-
-/// A display window: `centre ± width/2` maps to 0..255.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Window {
-    centre: f64,
-    width: f64,
-}
-
-fn parse_window(s: &str) -> Result<Window, String> {
-    let err = || format!("expected CENTRE,WIDTH with WIDTH > 0 (e.g. 40,400), got '{s}'");
-    let (c, w) = s.split_once(',').ok_or_else(err)?;
-    let centre: f64 = c.trim().parse().map_err(|_| err())?;
-    let width: f64 = w.trim().parse().map_err(|_| err())?;
-    if !(centre.is_finite() && width.is_finite() && width > 0.0) {
-        return Err(err());
-    }
-    Ok(Window { centre, width })
 }
 
 enum Format {
@@ -88,50 +70,23 @@ pub fn run(_ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     let n = args.size as usize;
     let (image, default_window) = match args.kind {
-        PhantomKind::SheppLogan => (phantom::shepp_logan(n), UNIT_WINDOW),
-        PhantomKind::SheppLoganHu => (phantom::shepp_logan_hu(n), SOFT_TISSUE_WINDOW),
+        PhantomKind::SheppLogan => (phantom::shepp_logan(n), Window::UNIT),
+        PhantomKind::SheppLoganHu => (phantom::shepp_logan_hu(n), Window::SOFT_TISSUE),
         PhantomKind::EllipsesCt => (
             phantom::random_ellipses(n, args.seed, PhantomStyle::Ct),
-            SOFT_TISSUE_WINDOW,
+            Window::SOFT_TISSUE,
         ),
         PhantomKind::EllipsesMr => (
             phantom::random_ellipses(n, args.seed, PhantomStyle::Mr),
-            UNIT_WINDOW,
+            Window::UNIT,
         ),
     };
     match format {
-        Format::Png => write_png(&image, args.window.unwrap_or(default_window), &args.output)?,
+        Format::Png => render::write_png(&image, args.window.unwrap_or(default_window), &args.output)?,
         Format::Npy => image
             .write_npy(&args.output)
             .with_context(|| format!("cannot write {}", args.output.display()))?,
     }
     tracing::info!(kind = ?args.kind, size = n, path = %args.output.display(), "phantom written");
     Ok(ExitCode::SUCCESS)
-}
-
-const UNIT_WINDOW: Window = Window {
-    centre: 0.5,
-    width: 1.0,
-};
-
-const SOFT_TISSUE_WINDOW: Window = Window {
-    centre: 40.0,
-    width: 400.0,
-};
-
-/// Writes a `[H, W]` image as 8-bit grayscale: v ↦ ⌊255·(v − lo)/width + ½⌋
-/// clamped to 0..=255, with lo = centre − width/2.
-fn write_png(image: &Tensor, window: Window, path: &Path) -> anyhow::Result<()> {
-    let (h, w) = image.size2().context("phantom image is not 2-D")?;
-    let lo = window.centre - 0.5 * window.width;
-    let gray = ((image.to_kind(Kind::Double) - lo) / window.width * 255.0 + 0.5)
-        .floor()
-        .clamp(0.0, 255.0)
-        .to_kind(Kind::Uint8)
-        .contiguous();
-    let pixels = Vec::<u8>::try_from(gray.flatten(0, -1))?;
-    image::GrayImage::from_raw(w as u32, h as u32, pixels)
-        .context("pixel buffer does not match the image size")?
-        .save_with_format(path, image::ImageFormat::Png)
-        .with_context(|| format!("cannot write {}", path.display()))
 }

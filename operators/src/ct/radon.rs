@@ -3,8 +3,6 @@
 //! summed times the step in mm. The adjoint is the exact transpose of that
 //! computation, obtained from the autograd backward of the same sampling.
 
-use std::sync::Mutex;
-
 use tch::{Device, Kind, Tensor};
 
 use super::fbp::{filtered_backprojection, FbpFilter};
@@ -45,9 +43,7 @@ pub struct Radon {
     /// to the isocentre `(gx, gy)` and its direction per mm of path `(dgx, dgy)`,
     /// in `grid_sampler_2d` coordinates (`gx` from −1 at the left image edge to +1
     /// at the right edge, `gy` from −1 at the top edge to +1 at the bottom edge).
-    /// `Tensor` is `Send` but not `Sync`; the lock makes the operator `Sync` and is
-    /// held only for a shallow clone.
-    rays: Mutex<Tensor>,
+    rays: Tensor,
     /// Ray samples `K` per ray, at `(j − (K − 1) / 2) · step_mm` from the closest point.
     n_samples: i64,
     /// Distance between ray samples, mm.
@@ -74,7 +70,7 @@ impl Radon {
         Radon {
             geometry: geometry.clone(),
             device,
-            rays: Mutex::new(rays),
+            rays: rays,
             n_samples: 2 * half + 1,
             step_mm,
         }
@@ -95,7 +91,7 @@ impl Radon {
         Radon {
             geometry: self.geometry.clone(),
             device,
-            rays: Mutex::new(self.rays().to_device(device)),
+            rays: self.rays().to_device(device),
             n_samples: self.n_samples,
             step_mm: self.step_mm,
         }
@@ -111,10 +107,7 @@ impl Radon {
     }
 
     fn rays(&self) -> Tensor {
-        self.rays
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .shallow_clone()
+        self.rays.shallow_clone()
     }
 
     /// `(first view, number of views)` of each chunk.

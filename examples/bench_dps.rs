@@ -1,0 +1,67 @@
+//! DPS time per step against a bare UNet forward + input-gradient backward at the
+//! same size and batch (run by `make bench`). Prints one JSON object per case.
+//!
+//! The DPS step here includes everything Algorithm 1 does per iteration: ε̂,
+//! Tweedie, the ancestral update, the data term through a single-coil MRI operator
+//! (4× random lines) and its gradient through the network.
+
+use std::time::Instant;
+
+use dps_operators::masks::random_lines;
+use dps_operators::mri::SingleCoilMri;
+use dps_operators::Operator;
+use dps_recon::prior::{BetaSchedule, EpsModel, Schedule, UNetConfig, UNetPrior};
+use dps_recon::sampler::{DataTerm, DpsConfig, DpsSampler, Likelihood, Update};
+use tch::{Device, Kind, Tensor};
+
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[runs / 2]
+}
+
+fn main() {
+    let dev = Device::Cpu;
+    let size = 128i64;
+    let mut prior = UNetPrior::new(&UNetConfig::small(1), dev);
+    prior.vs.freeze();
+    let schedule = Schedule::new(&BetaSchedule::default());
+    let mask = random_lines(size as usize, size as usize, 4.0, 0.08, 0).expect("mask");
+    for batch in [1i64, 4] {
+        let shape = [batch, 1, size, size];
+        let x = Tensor::randn(shape, (Kind::Float, dev));
+        let t = Tensor::full([batch], 500, (Kind::Int64, dev));
+        let bare = median_ms(7, || {
+            let xi = x.detach().set_requires_grad(true);
+            let eps = prior.eps(&xi, &t);
+            let _ = Tensor::run_backward(&[eps.sum(Kind::Float)], &[&xi], false, false);
+        });
+
+        let op = SingleCoilMri::new(&mask, dev).expect("operator");
+        let y = op.forward(&Tensor::rand(shape, (Kind::Float, dev)));
+        let term = DataTerm::new(Box::new(op), &y, Likelihood::Gaussian);
+        let distance = |x0: &Tensor| term.distance(&((x0 + 1.0) * 0.5));
+        let config = DpsConfig {
+            steps: 1000,
+            zeta: 1.0,
+            update: Update::Ddpm,
+            seed: 0,
+        };
+        let sampler = DpsSampler::new(&prior, &schedule, config);
+        let z = Tensor::randn(shape, (Kind::Float, dev));
+        let step = median_ms(7, || {
+            let _ = sampler.step(500, &x, &z, &distance);
+        });
+        println!(
+            r#"{{"size": {size}, "batch": {batch}, "unet_fwd_bwd_ms": {bare:.2}, "dps_step_ms": {step:.2}, "overhead_pct": {:.1}}}"#,
+            (step / bare - 1.0) * 100.0
+        );
+    }
+}

@@ -46,7 +46,7 @@ fn main() {
 
         let op = SingleCoilMri::new(&mask, dev).expect("operator");
         let y = op.forward(&Tensor::rand(shape, (Kind::Float, dev)));
-        let term = DataTerm::new(Box::new(op), &y, Likelihood::Gaussian);
+        let term = DataTerm::new(&op, &y, Likelihood::Gaussian);
         let distance = |x0: &Tensor| term.distance(&((x0 + 1.0) * 0.5));
         let config = DpsConfig {
             steps: 1000,

@@ -10,6 +10,7 @@ pub mod device;
 pub mod dicom;
 pub mod metrics;
 pub mod phantom;
+pub mod pipeline;
 pub mod prior;
 pub mod render;
 pub mod sampler;

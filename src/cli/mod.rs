@@ -7,7 +7,10 @@ use dps_recon::device::DeviceChoice;
 
 mod inspect;
 mod phantom;
+mod run;
+mod simulate;
 mod train;
+mod validate;
 
 /// Reconstruct undersampled MRI k-space and CT sinograms stored in DICOM with
 /// Diffusion Posterior Sampling.
@@ -40,8 +43,15 @@ pub enum Command {
     Phantom(phantom::Args),
     /// Say what each DICOM file is (raw k-space, sinogram, image series member) or why it can't be read.
     Inspect(inspect::Args),
+    /// Reconstruct folders of raw DICOM (k-space, sinograms) with a pipeline preset.
+    Run(run::Args),
+    /// Make raw DICOM measurements (and the ground truth series) from a phantom,
+    /// an image series or a NIfTI volume.
+    Simulate(simulate::Args),
     /// Train a UNet diffusion prior on NIfTI volumes, DICOM image folders or phantoms.
     Train(train::Args),
+    /// Simulate, reconstruct with DPS and the baselines, and report PSNR/SSIM/NMSE.
+    Validate(validate::Args),
 }
 
 /// Parses the command line, sets up logging and threads, and runs the verb.
@@ -58,7 +68,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Phantom(args) => phantom::run(&ctx, args),
         Command::Inspect(args) => inspect::run(&ctx, args),
+        Command::Run(args) => run::run(&ctx, args),
+        Command::Simulate(args) => simulate::run(&ctx, args),
         Command::Train(args) => train::run(&ctx, args),
+        Command::Validate(args) => validate::run(&ctx, args),
     };
     match result {
         Ok(code) => code,

@@ -24,18 +24,18 @@ pub enum Likelihood {
 
 /// `y`, the forward model and the weights Λ: everything the sampler needs to
 /// measure how well an image explains the data.
-pub struct DataTerm {
-    op: Box<dyn Operator>,
+pub struct DataTerm<'a> {
+    op: &'a dyn Operator,
     /// The target compared with `A(x)` (post-log line integrals for transmission).
     target: Tensor,
     /// Diagonal of Λ, shaped like `target`; `None` means Λ = I.
     weights: Option<Tensor>,
 }
 
-impl DataTerm {
+impl<'a> DataTerm<'a> {
     /// `y`: the measurement as stored (counts for `Poisson` and `Transmission`),
     /// batched like the images given to [`DataTerm::distance`].
-    pub fn new(op: Box<dyn Operator>, y: &Tensor, likelihood: Likelihood) -> Self {
+    pub fn new(op: &'a dyn Operator, y: &Tensor, likelihood: Likelihood) -> Self {
         let (target, weights) = match likelihood {
             Likelihood::Gaussian => (y.shallow_clone(), None),
             Likelihood::Poisson { floor } => {
@@ -67,11 +67,6 @@ impl DataTerm {
             weights: self.weights.as_ref().map(rep),
             op: self.op,
         }
-    }
-
-    /// The forward model.
-    pub fn operator(&self) -> &dyn Operator {
-        self.op.as_ref()
     }
 
     /// `‖y − A(x)‖_Λ` for each batch element: f32 `[B]`, differentiable w.r.t. `x`.
@@ -117,7 +112,7 @@ mod tests {
     fn gaussian_distance_and_gradient() {
         let y = Tensor::from_slice(&[1f32, 2., 3., 4.]).reshape([1, 1, 2, 2]);
         let x = Tensor::zeros([1, 1, 2, 2], (Kind::Float, tch::Device::Cpu));
-        let term = DataTerm::new(Box::new(Double), &y, Likelihood::Gaussian);
+        let term = DataTerm::new(&Double, &y, Likelihood::Gaussian);
         let (d, g) = grad_of(&term, &x);
         let norm = 30f64.sqrt();
         assert!((d.double_value(&[0]) - norm).abs() < 1e-5);
@@ -130,7 +125,7 @@ mod tests {
     fn poisson_weights_with_floor() {
         let y = Tensor::from_slice(&[0f32, 2., 8.]).reshape([1, 3]);
         let x = Tensor::zeros([1, 3], (Kind::Float, tch::Device::Cpu));
-        let term = DataTerm::new(Box::new(Double), &y, Likelihood::Poisson { floor: 0.5 });
+        let term = DataTerm::new(&Double, &y, Likelihood::Poisson { floor: 0.5 });
         let (d, g) = grad_of(&term, &x);
         // Λ = 1/(2·max(y, 0.5)) = [1, 1/4, 1/16]; r = y.
         let d2 = 0.0 + 4.0 / 4.0 + 64.0 / 16.0;
@@ -148,7 +143,7 @@ mod tests {
         let i0 = 1e4;
         let counts = Tensor::from_slice(&[(i0 * (-1f64).exp()) as f32; 2]).reshape([1, 2]);
         let term = DataTerm::new(
-            Box::new(Double),
+            &Double,
             &counts,
             Likelihood::Transmission {
                 blank_scan_counts: i0,
@@ -172,11 +167,11 @@ mod tests {
             &Tensor::from_slice(&[4f32, 1.]).reshape([2, 1]),
         );
         let x = Tensor::zeros([2, 1], (Kind::ComplexFloat, tch::Device::Cpu));
-        let term = DataTerm::new(Box::new(Double), &y, Likelihood::Gaussian);
+        let term = DataTerm::new(&Double, &y, Likelihood::Gaussian);
         let d = term.distance(&x);
         assert!((d.double_value(&[0]) - 5.0).abs() < 1e-5);
         assert!((d.double_value(&[1]) - 1.0).abs() < 1e-5);
-        let rep = DataTerm::new(Box::new(Double), &y, Likelihood::Gaussian).repeat_samples(3);
+        let rep = DataTerm::new(&Double, &y, Likelihood::Gaussian).repeat_samples(3);
         let d = rep.distance(&Tensor::zeros(
             [6, 1],
             (Kind::ComplexFloat, tch::Device::Cpu),

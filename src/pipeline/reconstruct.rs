@@ -1,0 +1,220 @@
+//! Reconstruction of a [`Problem`]: DPS with a prior (posterior mean and per-pixel
+//! standard deviation over N samples) and the classical baselines.
+
+use dps_operators::ct::FbpFilter;
+use dps_operators::noise::pwls_weights;
+use dps_operators::solvers::cg::{solve_normal, CgOptions};
+use dps_operators::solvers::tv::{tv_pdhg, TvOptions};
+use tch::{Kind, Tensor};
+
+use super::problem::{ForwardModel, Modality, Problem};
+use crate::prior::Prior;
+use crate::sampler::{posterior_stats, DataTerm, DpsConfig, DpsSampler, Update};
+
+/// DPS settings of a preset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DpsSettings {
+    /// Sampler steps (≤ the prior's T; fewer respaces the schedule).
+    pub steps: usize,
+    /// Guidance step size ζ.
+    pub zeta: f64,
+    /// `None`: the ancestral DDPM step of Algorithm 1; `Some(η)`: DDIM with η.
+    pub eta: Option<f64>,
+    /// Posterior samples per slice (mean and standard deviation over them).
+    pub samples: i64,
+    pub seed: u64,
+}
+
+/// A reconstructed batch of slices in output units (HU or MR magnitude).
+pub struct Reconstruction {
+    /// Posterior mean `[B, 1, H, W]`.
+    pub mean: Tensor,
+    /// Per-pixel posterior standard deviation `[B, 1, H, W]` (zero for one sample).
+    pub std: Tensor,
+}
+
+/// Classical baselines.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Baseline {
+    /// MRI: the adjoint `A* y` (coil-combined zero-filled image).
+    ZeroFilled,
+    /// MRI: CG on the normal equations (CG-SENSE), with a fixed iteration count.
+    CgSense { iterations: usize },
+    /// CT: filtered backprojection.
+    Fbp(FbpFilter),
+    /// TV-regularised least squares (PWLS for CT counts), by PDHG.
+    Tv { lambda: f64, iterations: usize },
+}
+
+impl Baseline {
+    /// A short name for file and series names: `zero-filled`, `cg-sense`, `fbp`, `tv`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ZeroFilled => "zero-filled",
+            Self::CgSense { .. } => "cg-sense",
+            Self::Fbp(_) => "fbp",
+            Self::Tv { .. } => "tv",
+        }
+    }
+}
+
+/// Runs a baseline; returns `[B, 1, H, W]` in output units.
+pub fn baseline(problem: &Problem, which: Baseline) -> anyhow::Result<Tensor> {
+    let _guard = tch::no_grad_guard();
+    let y = problem.linearised_data();
+    let image = match (which, problem.modality) {
+        (Baseline::ZeroFilled, Modality::Mri) => problem.op().adjoint(&y),
+        (Baseline::CgSense { iterations }, Modality::Mri) => {
+            let options = CgOptions {
+                max_iter: iterations,
+                tol: 0.0,
+                lambda: 0.0,
+            };
+            solve_normal(problem.op(), &y, None, &options).x
+        }
+        (Baseline::Fbp(filter), _) => match &problem.model {
+            ForwardModel::Ct(radon) => radon.fbp(&y, filter),
+            ForwardModel::Mri(_) => anyhow::bail!("FBP does not apply to MRI data"),
+        },
+        (Baseline::Tv { lambda, iterations }, modality) => {
+            let weights = problem.blank_scan_counts.map(|_| pwls_weights(&problem.y));
+            let options = TvOptions {
+                lambda,
+                iterations,
+                nonnegative: matches!(modality, Modality::Ct { .. }),
+                ..Default::default()
+            };
+            tv_pdhg(problem.op(), &y, weights.as_ref(), None, &options)
+        }
+        (b, m) => anyhow::bail!("baseline {} does not apply to {m:?} data", b.name()),
+    };
+    Ok(problem.to_output_units(&image))
+}
+
+/// `‖y − A(x)‖ / (σ √m)` per slice for an output-unit image `x` `[B, 1, H, W]`:
+/// the data-consistency residual against the noise level (≈ 1 for a fit at the
+/// noise level), over the m acquired real components. For CT counts, the PWLS
+/// residual `sqrt(Σ N (p̂ − A x)² / m)`, which needs no σ. `None` without σ.
+pub fn normalized_residual(problem: &Problem, x: &Tensor) -> Vec<Option<f64>> {
+    let _guard = tch::no_grad_guard();
+    let ax = problem.op().forward(&problem.to_operator_units(x));
+    let y = problem.linearised_data();
+    let acquired = |t: &Tensor| {
+        let a = t.abs().gt(0.0).to_kind(Kind::Double);
+        let dims: Vec<i64> = (1..a.dim() as i64).collect();
+        let per = a.sum_dim_intlist(&dims[..], false, Kind::Double);
+        if t.is_complex() {
+            per * 2.0
+        } else {
+            per
+        }
+    };
+    let m = acquired(&problem.y);
+    let r = match problem.blank_scan_counts {
+        Some(_) => (&y - &ax).square() * pwls_weights(&problem.y),
+        None => {
+            let d = &y - ax * problem.y.abs().gt(0.0);
+            if d.is_complex() {
+                d.abs().square()
+            } else {
+                d.square()
+            }
+        }
+    };
+    let dims: Vec<i64> = (1..r.dim() as i64).collect();
+    let ss = r.sum_dim_intlist(&dims[..], false, Kind::Double);
+    let b = ss.size()[0];
+    (0..b)
+        .map(|i| {
+            let chi2 = ss.double_value(&[i]) / m.double_value(&[i]).max(1.0);
+            match (problem.blank_scan_counts, problem.noise_sigma) {
+                (Some(_), _) => Some(chi2.sqrt()),
+                (None, Some(sigma)) if sigma > 0.0 => Some(chi2.sqrt() / sigma),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The scale between the prior's MR intensity and this k-space's image: the
+/// 99.9th percentile of the CG-SENSE magnitude is mapped to 0.8 of the prior's
+/// physical maximum (the Colin27 training slices have theirs at 0.81).
+pub fn mri_intensity_scale(problem: &Problem, prior: &Prior) -> anyhow::Result<f64> {
+    let cg = baseline(problem, Baseline::CgSense { iterations: 20 })?;
+    let flat = cg.flatten(0, -1).to_kind(Kind::Double);
+    let q = flat
+        .quantile_scalar(0.999, None, false, "linear")
+        .double_value(&[]);
+    let target = 0.8 * prior.card.intensity.physical_max;
+    anyhow::ensure!(
+        q > 0.0,
+        "the k-space is empty: cannot scale it to the prior"
+    );
+    Ok(q / target)
+}
+
+/// DPS reconstruction of every slice of `problem` with `settings.samples`
+/// posterior samples each. For MRI the real and imaginary parts of the complex
+/// image are sampled as separate real images by the same prior, and `mri_scale`
+/// (see [`mri_intensity_scale`]) maps the prior's intensity to the data's.
+/// `progress` sees (steps done, steps in all).
+pub fn reconstruct_dps(
+    problem: &Problem,
+    prior: &Prior,
+    settings: &DpsSettings,
+    mri_scale: f64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<Reconstruction> {
+    anyhow::ensure!(
+        prior.card.channels == 1,
+        "prior {} has {} channels; only 1-channel priors are supported",
+        prior.card.name,
+        prior.card.channels
+    );
+    anyhow::ensure!(settings.samples >= 1, "samples must be at least 1");
+    let b = problem.y.size()[0];
+    let n = settings.samples;
+    let [h, w] = problem.image_size;
+    let parts = if problem.modality == Modality::Mri {
+        2
+    } else {
+        1
+    };
+    let shape = [b * n * parts, 1, h, w];
+
+    let term = DataTerm::new(problem.op(), &problem.y, problem.likelihood).repeat_samples(n);
+    // x̂_0 in the prior's range → the operator's image (rows: slice, sample, part).
+    let to_operator = |x0: &Tensor| -> Tensor {
+        let physical = prior.to_physical(x0);
+        match problem.modality {
+            Modality::Mri => {
+                let pairs = (physical * mri_scale).view([b * n, 2, h, w]);
+                Tensor::complex(&pairs.select(1, 0), &pairs.select(1, 1)).unsqueeze(1)
+            }
+            Modality::Ct { .. } => problem.to_operator_units(&physical),
+        }
+    };
+    let distance = |x0: &Tensor| term.distance(&to_operator(x0));
+    let config = DpsConfig {
+        steps: settings.steps,
+        zeta: settings.zeta,
+        update: match settings.eta {
+            None => Update::Ddpm,
+            Some(eta) => Update::Ddim { eta },
+        },
+        seed: settings.seed,
+    };
+    let sampler = DpsSampler::new(prior.model.as_ref(), &prior.schedule, config);
+    let total = sampler.schedule().len();
+    let x0 = sampler.sample(
+        &shape,
+        Kind::Float,
+        problem.y.device(),
+        &distance,
+        &mut |i, _| progress(total - i, total),
+    );
+    let _guard = tch::no_grad_guard();
+    let samples = problem.to_output_units(&to_operator(&x0));
+    let (mean, std) = posterior_stats(&samples, n);
+    Ok(Reconstruction { mean, std })
+}

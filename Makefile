@@ -27,7 +27,7 @@ $(VENV)/.bootstrapped: requirements-dev.txt
 system-deps:
 	@scripts/install-system-deps.sh
 
-build: bootstrap
+build: bootstrap system-deps
 	cargo build --release
 
 demo: build
@@ -42,7 +42,7 @@ bench: build
 fmt:
 	cargo fmt --all
 
-lint: bootstrap
+lint: bootstrap system-deps
 	cargo clippy --workspace --all-targets -- -D warnings
 
 clean:

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the tests use as independent references, when missing:
-# dicom3tools (dciodvfy, the DICOM IOD validator) and dcmtk (dcmdump).
+# Installs what the build and the tests need from Debian, when missing: cmake and a
+# C++ compiler (to build CharLS, the JPEG-LS codec), and the independent references
+# of the tests, dicom3tools (dciodvfy, the DICOM IOD validator) and dcmtk (dcmdump).
 # Does nothing where they are present; warns (and the tests that need them skip
 # loudly) where apt is not available.
 set -u
 need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -82,7 +82,9 @@ pub fn run(_ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     match format {
-        Format::Png => render::write_png(&image, args.window.unwrap_or(default_window), &args.output)?,
+        Format::Png => {
+            render::write_png(&image, args.window.unwrap_or(default_window), &args.output)?
+        }
         Format::Npy => image
             .write_npy(&args.output)
             .with_context(|| format!("cannot write {}", args.output.display()))?,

@@ -72,7 +72,9 @@ enum Arch {
 }
 
 fn parse_range(s: &str) -> Result<(i64, i64), String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("'{s}': expected A-B"))?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("'{s}': expected A-B"))?;
     let (a, b) = (
         a.trim().parse().map_err(|e| format!("'{s}': {e}"))?,
         b.trim().parse().map_err(|e| format!("'{s}': {e}"))?,
@@ -84,13 +86,15 @@ fn parse_range(s: &str) -> Result<(i64, i64), String> {
 }
 
 fn parse_pair(s: &str) -> Result<(f64, f64), String> {
-    let (a, b) = s.split_once(',').ok_or_else(|| format!("'{s}': expected MIN,MAX"))?;
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("'{s}': expected MIN,MAX"))?;
     let (a, b): (f64, f64) = (
         a.trim().parse().map_err(|e| format!("'{s}': {e}"))?,
         b.trim().parse().map_err(|e| format!("'{s}': {e}"))?,
     );
-    if !(b > a) {
-        return Err(format!("'{s}': MAX must exceed MIN"));
+    if !(a.is_finite() && b.is_finite() && b > a) {
+        return Err(format!("'{s}': MAX must exceed MIN (both finite)"));
     }
     Ok((a, b))
 }
@@ -131,8 +135,10 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     let bar = ProgressBar::new(args.steps);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} loss {msg} (eta {eta})")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} loss {msg} (eta {eta})",
+        )
+        .expect("valid template"),
     );
     if bar.is_hidden() {
         tracing::info!("training {} for {} steps", args.name, args.steps);
@@ -170,7 +176,10 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
                 continue;
             }
             let slice = vol.axial(z);
-            let fg = slice.gt(0.05 * max).to_kind(tch::Kind::Float).mean(tch::Kind::Float);
+            let fg = slice
+                .gt(0.05 * max)
+                .to_kind(tch::Kind::Float)
+                .mean(tch::Kind::Float);
             if fg.double_value(&[]) < args.min_foreground {
                 continue;
             }
@@ -178,14 +187,22 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
             images.push(vol.axial_resampled(z, args.size) / args.nifti_scale);
         }
         anyhow::ensure!(!images.is_empty(), "{path}: no slices left for training");
-        let excluded: Vec<String> = args.exclude_z.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+        let excluded: Vec<String> = args
+            .exclude_z
+            .iter()
+            .map(|(a, b)| format!("{a}-{b}"))
+            .collect();
         let description = format!(
             "{path}: {} axial slices (z = {}…{}, excluded z {}), zero-padded to square, \
              resampled to {}², values / {}",
             used.len(),
             used.first().copied().unwrap_or(0),
             used.last().copied().unwrap_or(0),
-            if excluded.is_empty() { "none".into() } else { excluded.join(", ") },
+            if excluded.is_empty() {
+                "none".into()
+            } else {
+                excluded.join(", ")
+            },
             args.size,
             args.nifti_scale
         );

@@ -121,8 +121,9 @@ impl ModelCard {
         if self.channels < 1 || self.image_size < 1 {
             return Err("channels and image_size must be positive".into());
         }
-        if !(self.intensity.physical_max > self.intensity.physical_min) {
-            return Err("intensity.physical_max must exceed physical_min".into());
+        let (lo, hi) = (self.intensity.physical_min, self.intensity.physical_max);
+        if !(lo.is_finite() && hi.is_finite() && hi > lo) {
+            return Err("intensity.physical_max must exceed physical_min (both finite)".into());
         }
         if self.format == ModelFormat::Unet && self.architecture.is_none() {
             return Err("format \"unet\" needs an \"architecture\"".into());

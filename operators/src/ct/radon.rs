@@ -70,7 +70,7 @@ impl Radon {
         Radon {
             geometry: geometry.clone(),
             device,
-            rays: rays,
+            rays,
             n_samples: 2 * half + 1,
             step_mm,
         }

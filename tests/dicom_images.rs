@@ -1,0 +1,511 @@
+//! Image series in (all codecs, rescale, geometry, sorting, multi-frame) and
+//! reconstructed series out (dciodvfy, pydicom, provenance, safe names).
+
+mod dicom_support;
+
+use std::path::{Path, PathBuf};
+
+use dps_recon::dicom::uid::new_uid;
+use dps_recon::dicom::{
+    read_image, read_series, write_series, ImageModality, ImageRole, InstanceRef, OutputSlice,
+    ReadLimits, SeriesSpec, Window,
+};
+
+use dicom_support::*;
+
+fn test_file(name: &str) -> Option<PathBuf> {
+    let dir = pydicom_test_files();
+    if dir.is_none() && !skip_external() {
+        panic!("pydicom's test files are needed (python3 with pydicom); set DPS_SKIP_EXTERNAL=1 to skip");
+    }
+    Some(dir?.join(name))
+}
+
+fn pixels(path: &Path) -> Vec<f32> {
+    let file = read_image(path, ReadLimits::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(file.frames.len(), 1);
+    file.frames.into_iter().next().unwrap().pixels
+}
+
+#[test]
+fn every_transfer_syntax_of_mr_small_decodes_to_the_same_pixels() {
+    let Some(reference) = test_file("MR_small.dcm") else {
+        return;
+    };
+    let expected = pixels(&reference);
+    assert_eq!(expected.len(), 64 * 64);
+    for name in [
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_expb.dcm",
+        "MR_small_padded.dcm",
+    ] {
+        let path = reference.with_file_name(name);
+        assert_eq!(pixels(&path), expected, "{name}");
+    }
+}
+
+#[test]
+fn rescaled_values_match_pydicom() {
+    let Some(dir) = test_file("") else { return };
+    let script = r#"
+import sys, json, pydicom
+from pydicom.pixels import apply_modality_lut
+out = {}
+for path in sys.argv[1:]:
+    ds = pydicom.dcmread(path)
+    out[path] = [float(v) for v in apply_modality_lut(ds.pixel_array, ds).ravel()]
+print(json.dumps(out))
+"#;
+    let names = [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "image_dfl.dcm",
+    ];
+    let paths: Vec<String> = names
+        .iter()
+        .map(|n| dir.join(n).to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let Some(out) = python(script, &args) else {
+        return;
+    };
+    let reference: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for path in &paths {
+        let ours = pixels(Path::new(path));
+        let theirs: Vec<f32> = reference[path]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(ours, theirs, "{path}");
+    }
+    let ct = pixels(&dir.join("CT_small.dcm"));
+    let min = ct.iter().copied().fold(f32::INFINITY, f32::min);
+    assert!(min < -500.0, "CT_small should be in HU, min {min}");
+}
+
+/// Runs a dcmtk tool; `false` when it is missing and DPS_SKIP_EXTERNAL=1.
+fn dcmtk(tool: &str, args: &[&Path]) -> bool {
+    match std::process::Command::new(tool).args(args).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "{tool} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+        Err(_) if skip_external() => false,
+        Err(e) => panic!("{tool} (dcmtk) is needed ({e}); set DPS_SKIP_EXTERNAL=1 to skip"),
+    }
+}
+
+#[test]
+fn lossless_jpeg_jpeg_ls_and_rle_from_dcmtk_decode_exactly() {
+    let Some(reference) = test_file("CT_small.dcm") else {
+        return;
+    };
+    let expected = pixels(&reference);
+    let dir = tempfile::tempdir().unwrap();
+    for (tool, option, ts) in [
+        ("dcmcjpeg", "+e1", "1.2.840.10008.1.2.4.70"),
+        ("dcmcjpeg", "+el", "1.2.840.10008.1.2.4.57"),
+        ("dcmcjpls", "+el", "1.2.840.10008.1.2.4.80"),
+        ("dcmcrle", "+ff", "1.2.840.10008.1.2.5"),
+    ] {
+        let out = dir.path().join(format!("{tool}{option}.dcm"));
+        if !dcmtk(tool, &[Path::new(option), &reference, &out]) {
+            return;
+        }
+        let file = read_image(&out, ReadLimits::default()).unwrap();
+        assert_eq!(file.transfer_syntax_uid, ts, "{tool} {option}");
+        assert_eq!(file.frames[0].pixels, expected, "{tool} {option}");
+    }
+}
+
+#[test]
+fn jpeg_baseline_decodes_like_dcmtk() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = dir.path().join("mono8.dcm");
+    let script = r#"
+import sys, numpy as np, pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+ds = Dataset()
+ds.file_meta = FileMetaDataset()
+ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+ds.SOPInstanceUID = generate_uid()
+ds.Modality = "OT"
+ds.Rows, ds.Columns = 48, 64
+ds.SamplesPerPixel = 1
+ds.PhotometricInterpretation = "MONOCHROME2"
+ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+y, x = np.mgrid[0:48, 0:64]
+ds.PixelData = ((x * 3 + y * 2 + 40 * ((x // 8 + y // 8) % 2)) % 256).astype(np.uint8).tobytes()
+ds.save_as(sys.argv[1], enforce_file_format=True)
+"#;
+    if python(script, &[native.to_str().unwrap()]).is_none() {
+        return;
+    }
+    let baseline = dir.path().join("baseline.dcm");
+    let decoded = dir.path().join("decoded.dcm");
+    if !dcmtk("dcmcjpeg", &[Path::new("+eb"), &native, &baseline])
+        || !dcmtk("dcmdjpeg", &[&baseline, &decoded])
+    {
+        return;
+    }
+    let ours = read_image(&baseline, ReadLimits::default()).unwrap();
+    assert_eq!(ours.transfer_syntax_uid, "1.2.840.10008.1.2.4.50");
+    let theirs = pixels(&decoded);
+    let original = pixels(&native);
+    let ours = &ours.frames[0].pixels;
+    let max_vs_dcmtk = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        max_vs_dcmtk <= 2.0,
+        "baseline decode differs from dcmtk by {max_vs_dcmtk}"
+    );
+    assert_ne!(
+        ours, &original,
+        "baseline JPEG is lossy: the test image must change"
+    );
+}
+
+#[test]
+fn twelve_bit_jpeg_extended_is_rejected_clearly() {
+    let Some(path) = test_file("JPGExtended.dcm") else {
+        return;
+    };
+    let err = read_image(&path, ReadLimits::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot decode pixel data:") && text.contains("SamplePrecision(12)"),
+        "{text}"
+    );
+}
+
+const ENHANCED_MR: &str = r#"
+import sys, numpy as np, pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+def item(**kw):
+    d = Dataset()
+    for k, v in kw.items():
+        setattr(d, k, v)
+    return d
+
+ds = Dataset()
+ds.file_meta = FileMetaDataset()
+ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+ds.SOPInstanceUID = generate_uid()
+ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+ds.Modality = "MR"
+ds.StudyInstanceUID = generate_uid()
+ds.SeriesInstanceUID = generate_uid()
+ds.FrameOfReferenceUID = generate_uid()
+ds.InstanceNumber = 1
+ds.NumberOfFrames = 3
+ds.Rows, ds.Columns = 4, 5
+ds.SamplesPerPixel = 1
+ds.PhotometricInterpretation = "MONOCHROME2"
+ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+ds.SharedFunctionalGroupsSequence = Sequence([item(
+    PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])]),
+    PixelMeasuresSequence=Sequence([item(PixelSpacing=[0.5, 0.25], SliceThickness=2.0)]),
+    PixelValueTransformationSequence=Sequence([item(RescaleIntercept=-5, RescaleSlope=2, RescaleType="US")]),
+)])
+ds.PerFrameFunctionalGroupsSequence = Sequence([
+    item(PlanePositionSequence=Sequence([item(ImagePositionPatient=[-1, -2, z])]))
+    for z in (10, 0, 5)
+])
+frames = np.array([[[100 * f + 5 * r + c for c in range(5)] for r in range(4)] for f in range(3)], dtype=np.uint16)
+if sys.argv[2] == "rle":
+    ds.compress(RLELossless, frames, encoding_plugin="pydicom")
+else:
+    ds.PixelData = frames.tobytes()
+ds.save_as(sys.argv[1], enforce_file_format=True)
+print(ds.file_meta.TransferSyntaxUID)
+"#;
+
+#[test]
+fn enhanced_multi_frame_uses_functional_groups_and_sorts_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    for (codec, ts) in [
+        ("native", "1.2.840.10008.1.2.1"),
+        ("rle", "1.2.840.10008.1.2.5"),
+    ] {
+        let path = dir.path().join(format!("emr_{codec}.dcm"));
+        let Some(out) = python(ENHANCED_MR, &[path.to_str().unwrap(), codec]) else {
+            return;
+        };
+        assert_eq!(out.trim(), ts);
+        let file = read_image(&path, ReadLimits::default()).unwrap();
+        assert_eq!(file.transfer_syntax_uid, ts);
+        assert_eq!(file.frames.len(), 3);
+        let f1 = &file.frames[1];
+        assert_eq!((f1.rows, f1.cols), (4, 5));
+        assert_eq!(f1.pixels[0], 2.0 * 100.0 - 5.0);
+        assert_eq!(f1.pixels[7], 2.0 * (100.0 + 5.0 + 2.0) - 5.0);
+        assert_eq!(f1.plane.unwrap().position_mm, [-1.0, -2.0, 0.0]);
+        assert_eq!(f1.pixel_spacing_mm, Some([0.5, 0.25]));
+        assert_eq!(f1.slice_thickness_mm, Some(2.0));
+        let series = read_series(&[path], ReadLimits::default()).unwrap();
+        assert!(series.sorted_by_position);
+        let z: Vec<f64> = series
+            .frames
+            .iter()
+            .map(|f| f.plane.unwrap().position_mm[2])
+            .collect();
+        assert_eq!(z, [0.0, 5.0, 10.0]);
+        let order: Vec<u32> = series.frames.iter().map(|f| f.frame_index).collect();
+        assert_eq!(order, [1, 2, 0]);
+    }
+}
+
+fn slices(n: usize, rows: usize, cols: usize, modality: ImageModality) -> Vec<OutputSlice> {
+    (0..n)
+        .map(|k| {
+            // Written in descending z: reading must sort them back.
+            let z = 10.0 - 2.5 * k as f64;
+            let pixels = floats(rows * cols, k as u64 + 10)
+                .into_iter()
+                .map(|x| match modality {
+                    ImageModality::Ct => (x * 1500.0).round(),
+                    ImageModality::Mr => 0.5 + 0.5 * x,
+                })
+                .collect();
+            OutputSlice {
+                rows,
+                cols,
+                pixels,
+                pixel_spacing_mm: [0.8, 0.8],
+                plane: axial_plane(z, rows, cols, 0.8),
+                slice_location_mm: Some(z),
+                slice_thickness_mm: Some(2.5),
+                source_raw: vec![InstanceRef::raw(&new_uid())],
+                source_images: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+fn spec(modality: ImageModality, role: ImageRole) -> SeriesSpec {
+    let ctx = context(match modality {
+        ImageModality::Ct => "CT",
+        ImageModality::Mr => "MR",
+    });
+    SeriesSpec {
+        modality,
+        role,
+        context: ctx,
+        series_number: 901,
+        series_description: "DPS reconstruction ../../evil\\name".into(),
+        derivation_description: "DPS (Chung et al. 2023), 1000 steps, zeta 1.0, seed 7".into(),
+        window: match modality {
+            ImageModality::Ct => Some(Window {
+                center: 40.0,
+                width: 400.0,
+            }),
+            ImageModality::Mr => None,
+        },
+    }
+}
+
+#[test]
+fn written_series_pass_dciodvfy_and_read_back_in_pydicom() {
+    for (modality, role) in [
+        (ImageModality::Ct, ImageRole::Reconstruction),
+        (ImageModality::Mr, ImageRole::Reconstruction),
+        (ImageModality::Mr, ImageRole::DerivedMap),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(modality, role);
+        let input = slices(3, 12, 10, modality);
+        let written = write_series(dir.path(), &spec, &input).unwrap();
+        assert_eq!(written.files.len(), 3);
+        for path in &written.files {
+            let Some(report) = dciodvfy(path) else { return };
+            let errors = dciodvfy_errors(&report);
+            assert!(
+                errors.is_empty(),
+                "{modality:?} {role:?}: {}:\n{report}",
+                path.display()
+            );
+        }
+        let script = r#"
+import sys, json, pydicom
+from pydicom.pixels import apply_modality_lut
+def ds_lengths(ds):
+    for e in ds.iterall():
+        if e.VR == "DS" and e.VM > 0:
+            for v in (e.value if e.VM > 1 else [e.value]):
+                yield len(getattr(v, "original_string", str(v)))
+rows = []
+for path in sys.argv[1:]:
+    ds = pydicom.dcmread(path)
+    v = apply_modality_lut(ds.pixel_array, ds)
+    rows.append({
+        "values": [float(x) for x in v.ravel()],
+        "image_type": list(ds.ImageType),
+        "charset": ds.SpecificCharacterSet,
+        "patient": str(ds.PatientName),
+        "study": ds.StudyInstanceUID, "series": ds.SeriesInstanceUID,
+        "for": ds.FrameOfReferenceUID, "sop": ds.SOPInstanceUID,
+        "number": int(ds.InstanceNumber), "series_number": int(ds.SeriesNumber),
+        "description": ds.SeriesDescription, "derivation": ds.DerivationDescription,
+        "raw": ds.SourceInstanceSequence[0].ReferencedSOPInstanceUID,
+        "raw_purpose": ds.SourceInstanceSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue,
+        "ds_max": max(ds_lengths(ds)),
+        "rescale_type": ds.get("RescaleType", ""),
+        "z": float(ds.ImagePositionPatient[2]),
+    })
+print(json.dumps(rows))
+"#;
+        let paths: Vec<String> = written
+            .files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let Some(out) = python(script, &args) else {
+            return;
+        };
+        let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+        for (k, row) in rows.as_array().unwrap().iter().enumerate() {
+            let values: Vec<f64> = row["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let tolerance = written.rescale_slope / 2.0 + 1e-9;
+            for (a, b) in values.iter().zip(&input[k].pixels) {
+                assert!((a - f64::from(*b)).abs() <= tolerance, "{a} vs {b}");
+            }
+            if modality == ImageModality::Ct {
+                assert_eq!(written.rescale_slope, 1.0, "integral HU keep slope 1");
+                assert_eq!(row["rescale_type"], "HU");
+            }
+            let (first, second) = match role {
+                ImageRole::Reconstruction => ("ORIGINAL", "PRIMARY"),
+                ImageRole::DerivedMap => ("DERIVED", "SECONDARY"),
+            };
+            let third = if modality == ImageModality::Ct {
+                "AXIAL"
+            } else {
+                "OTHER"
+            };
+            let expected_type = serde_json::json!([first, second, third]);
+            assert_eq!(row["image_type"], expected_type);
+            assert_eq!(row["charset"], "ISO_IR 192");
+            assert_eq!(row["patient"], "Müller^Jürgen");
+            assert_eq!(row["study"], spec.context.study_instance_uid.as_str());
+            assert_eq!(row["for"], spec.context.frame_of_reference_uid.as_str());
+            assert_ne!(row["series"], spec.context.series_instance_uid.as_str());
+            assert_eq!(row["series"], written.series_instance_uid.as_str());
+            assert_eq!(row["sop"], written.sop_instance_uids[k].as_str());
+            assert!(row["sop"].as_str().unwrap().starts_with("2.25."));
+            assert_eq!(row["number"], k as i64 + 1);
+            assert_eq!(row["series_number"], 901);
+            assert_eq!(row["description"], "DPS reconstruction ../../evil/name");
+            assert_eq!(row["derivation"], spec.derivation_description.as_str());
+            assert_eq!(row["raw"], input[k].source_raw[0].sop_instance_uid.as_str());
+            assert_eq!(row["raw_purpose"], "128226");
+            assert!(row["ds_max"].as_u64().unwrap() <= 16);
+            assert_eq!(row["z"], 10.0 - 2.5 * k as f64);
+        }
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut names = names;
+        names.sort();
+        assert_eq!(
+            names,
+            ["slice_0001.dcm", "slice_0002.dcm", "slice_0003.dcm"]
+        );
+    }
+}
+
+#[test]
+fn written_series_read_back_sorted_along_the_normal() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = slices(4, 6, 5, ImageModality::Mr);
+    let written = write_series(
+        dir.path(),
+        &spec(ImageModality::Mr, ImageRole::Reconstruction),
+        &input,
+    )
+    .unwrap();
+    let series = read_series(&written.files, ReadLimits::default()).unwrap();
+    assert!(series.sorted_by_position);
+    let z: Vec<f64> = series
+        .frames
+        .iter()
+        .map(|f| f.plane.unwrap().position_mm[2])
+        .collect();
+    assert_eq!(z, [2.5, 5.0, 7.5, 10.0]);
+    let numbers: Vec<Option<i32>> = series.frames.iter().map(|f| f.instance_number).collect();
+    assert_eq!(numbers, [Some(4), Some(3), Some(2), Some(1)]);
+    for frame in &series.frames {
+        let k = (frame.instance_number.unwrap() - 1) as usize;
+        for (a, b) in frame.pixels.iter().zip(&input[k].pixels) {
+            assert!(f64::from((a - b).abs()) <= written.rescale_slope / 2.0 + 1e-6);
+        }
+        assert_eq!(frame.pixel_spacing_mm, Some([0.8, 0.8]));
+    }
+    assert_eq!(series.context.patient_name, "Müller^Jürgen");
+}
+
+#[test]
+fn series_of_mixed_uids_or_sizes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_series(
+        &dir.path().join("a"),
+        &spec(ImageModality::Ct, ImageRole::Reconstruction),
+        &slices(1, 4, 4, ImageModality::Ct),
+    )
+    .unwrap();
+    let b = write_series(
+        &dir.path().join("b"),
+        &spec(ImageModality::Ct, ImageRole::Reconstruction),
+        &slices(1, 4, 4, ImageModality::Ct),
+    )
+    .unwrap();
+    let err = read_series(
+        &[a.files[0].clone(), b.files[0].clone()],
+        ReadLimits::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("belongs to series"), "{err}");
+    let bad = OutputSlice {
+        pixels: vec![f32::NAN; 16],
+        ..slices(1, 4, 4, ImageModality::Ct).remove(0)
+    };
+    let err = write_series(
+        &dir.path().join("c"),
+        &spec(ImageModality::Ct, ImageRole::Reconstruction),
+        &[bad],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot write DICOM: slice 0: NaN or infinite pixel value"
+    );
+    assert!(!dir.path().join("c").exists());
+}

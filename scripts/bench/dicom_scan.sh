@@ -5,8 +5,8 @@
 # --json DIR` (the whole process), against pydicom's
 # `dcmread(f, stop_before_pixels=True)`. Prints one Markdown section on stdout.
 #
-# Usage: scripts/bench/dicom_scan.sh [TARGET_DIR]   (default target/release; needs
-#        `cargo build --release --bin dps-recon --example dicom_scan`)
+# Usage: scripts/bench/dicom_scan.sh [TARGET_DIR]   (default target/release; the
+#        binary and the example are built with cargo when missing)
 # Env:   N (files, default 2000), RUNS (best of, default 3), PYTHON (with pydicom,
 #        default python3 on PATH; `make bench` puts .venv/bin first).
 set -euo pipefail
@@ -19,12 +19,9 @@ python=${PYTHON:-python3}
 n=${N:-2000}
 runs=${RUNS:-3}
 
-for exe in "$bin" "$example"; do
-    if [ ! -x "$exe" ]; then
-        echo "error: $exe not found; run cargo build --release --bin dps-recon --example dicom_scan" >&2
-        exit 2
-    fi
-done
+if [ ! -x "$bin" ] || [ ! -x "$example" ]; then
+    (cd "$root" && cargo build --release --quiet --bin dps-recon --example dicom_scan >&2)
+fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

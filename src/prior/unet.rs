@@ -319,3 +319,33 @@ impl UNet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn runs_at_other_sizes_and_keeps_the_shape() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = UNet::new(&vs.root(), &UNetConfig::tiny(1));
+        for (h, w) in [(16, 16), (13, 21), (1, 7)] {
+            let x = Tensor::randn([2, 1, h, w], (Kind::Float, Device::Cpu));
+            let t = Tensor::from_slice(&[0i64, 999]);
+            let eps = net.forward_t(&x, &t, false);
+            assert_eq!(eps.size(), [2, 1, h, w]);
+            assert!(eps.isfinite().all().int64_value(&[]) == 1);
+        }
+    }
+
+    #[test]
+    fn time_embedding_separates_timesteps() {
+        let e = timestep_embedding(&Tensor::from_slice(&[0i64, 1, 500]), 16, Kind::Double);
+        assert_eq!(e.size(), [3, 16]);
+        // t = 0: cos terms 1, sin terms 0.
+        assert!((e.get(0).narrow(0, 0, 8) - 1.0).abs().max().double_value(&[]) < 1e-12);
+        assert!(e.get(0).narrow(0, 8, 8).abs().max().double_value(&[]) < 1e-12);
+        let d = (e.get(1) - e.get(2)).norm().double_value(&[]);
+        assert!(d > 1.0, "embeddings of t = 1 and t = 500 too close: {d}");
+    }
+}

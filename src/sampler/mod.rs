@@ -24,3 +24,22 @@ pub fn posterior_stats(samples: &Tensor, n: i64) -> (Tensor, Tensor) {
     let std = s.std_dim(&[1i64][..], false, false);
     (mean, std)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posterior_stats_groups_samples_by_slice() {
+        // Two slices, three samples each: slice 0 = {1, 2, 3}, slice 1 = {10, 10, 10}.
+        let s = Tensor::from_slice(&[1f32, 2., 3., 10., 10., 10.]).view([6, 1, 1, 1]);
+        let (mean, std) = posterior_stats(&s, 3);
+        assert_eq!(mean.size(), [2, 1, 1, 1]);
+        assert!((mean.double_value(&[0, 0, 0, 0]) - 2.0).abs() < 1e-6);
+        assert!((mean.double_value(&[1, 0, 0, 0]) - 10.0).abs() < 1e-6);
+        assert!((std.double_value(&[0, 0, 0, 0]) - (2f64 / 3.0).sqrt()).abs() < 1e-6);
+        assert_eq!(std.double_value(&[1, 0, 0, 0]), 0.0);
+        let (_, one) = posterior_stats(&s, 1);
+        assert_eq!(one.abs().max().double_value(&[]), 0.0);
+    }
+}

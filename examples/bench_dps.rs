@@ -14,17 +14,21 @@ use dps_recon::prior::{BetaSchedule, EpsModel, Schedule, UNetConfig, UNetPrior};
 use dps_recon::sampler::{DataTerm, DpsConfig, DpsSampler, Likelihood, Update};
 use tch::{Device, Kind, Tensor};
 
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[runs / 2]
+/// Medians (ms) of `a` and `b` timed alternately, so that load changes on a shared
+/// machine hit both alike.
+fn paired_median_ms(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    a();
+    b();
+    let time = |f: &mut dyn FnMut()| {
+        let s = Instant::now();
+        f();
+        s.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut ta, mut tb): (Vec<f64>, Vec<f64>) =
+        (0..runs).map(|_| (time(&mut a), time(&mut b))).unzip();
+    ta.sort_by(f64::total_cmp);
+    tb.sort_by(f64::total_cmp);
+    (ta[runs / 2], tb[runs / 2])
 }
 
 fn main() {
@@ -38,11 +42,11 @@ fn main() {
         let shape = [batch, 1, size, size];
         let x = Tensor::randn(shape, (Kind::Float, dev));
         let t = Tensor::full([batch], 500, (Kind::Int64, dev));
-        let bare = median_ms(7, || {
+        let bare = || {
             let xi = x.detach().set_requires_grad(true);
             let eps = prior.eps(&xi, &t);
             let _ = Tensor::run_backward(&[eps.sum(Kind::Float)], &[&xi], false, false);
-        });
+        };
 
         let op = SingleCoilMri::new(&mask, dev).expect("operator");
         let y = op.forward(&Tensor::rand(shape, (Kind::Float, dev)));
@@ -56,7 +60,7 @@ fn main() {
         };
         let sampler = DpsSampler::new(&prior, &schedule, config);
         let z = Tensor::randn(shape, (Kind::Float, dev));
-        let step = median_ms(7, || {
+        let (bare, step) = paired_median_ms(9, bare, || {
             let _ = sampler.step(500, &x, &z, &distance);
         });
         println!(

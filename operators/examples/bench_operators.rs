@@ -10,27 +10,27 @@ use dps_operators::mri::MultiCoilMri;
 use dps_operators::LinearOperator;
 use tch::{Device, Kind, Tensor};
 
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[runs / 2]
-}
-
+/// Medians (ms) of forward and adjoint timed alternately (after a warm-up), so
+/// that load changes on a shared machine hit both alike.
 fn report(case: &str, op: &dyn LinearOperator, x: &Tensor, runs: usize) {
     let y = op.forward(x);
-    let fwd = median_ms(runs, || {
-        let _ = op.forward(x);
-    });
-    let adj = median_ms(runs, || {
-        let _ = op.adjoint(&y);
-    });
+    let _ = op.adjoint(&y);
+    let time = |f: &dyn Fn()| {
+        let s = Instant::now();
+        f();
+        s.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut f, mut a): (Vec<f64>, Vec<f64>) = (0..runs)
+        .map(|_| {
+            (
+                time(&|| drop(op.forward(x))),
+                time(&|| drop(op.adjoint(&y))),
+            )
+        })
+        .unzip();
+    f.sort_by(f64::total_cmp);
+    a.sort_by(f64::total_cmp);
+    let (fwd, adj) = (f[runs / 2], a[runs / 2]);
     println!(r#"{{"case": "{case}", "forward_ms": {fwd:.3}, "adjoint_ms": {adj:.3}}}"#);
 }
 

@@ -7,7 +7,7 @@ import json, sys
 rows = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
 print("## DPS sampler overhead\n")
 print("Command: `cargo run --release --example bench_dps` (CPU, the shipped-prior UNet "
-      "`UNetConfig::small`, median of 7). A DPS step = ε̂ + Tweedie + ancestral update + "
+      "`UNetConfig::small`, median of 9 alternating pairs). A DPS step = ε̂ + Tweedie + ancestral update + "
       "‖y − A(x̂0)‖ through single-coil MRI (4×) + its gradient through the network; the bare "
       "pass = UNet forward + backward to the input. Goal: overhead ≤ 10 %.\n")
 print("| size | batch | UNet fwd+bwd (ms) | DPS step (ms) | overhead |")

@@ -25,7 +25,7 @@ for size, views in [(128, 30), (256, 180)]:
 
 print("## Operators (forward and adjoint)\n")
 print("Command: `cargo run --release -p dps-operators --example bench_operators` (CPU, "
-      "median of 11-21 runs) and scikit-image `radon(circle=True)` on the same sizes "
+      "median of 11-21 alternating forward/adjoint runs) and scikit-image `radon(circle=True)` on the same sizes "
       "(median of 5 runs), same machine, same run.\n")
 print("| case | forward (ms) | adjoint (ms) | scikit-image radon (ms) | radon speed-up vs scikit-image |")
 print("|---|---:|---:|---:|---:|")

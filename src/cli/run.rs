@@ -1,9 +1,371 @@
-//! (being written)
+//! `dps-recon run --pipeline P INPUT... -o OUT`: reconstructs every series of raw
+//! measurements found in the inputs with a preset and writes DICOM series and a
+//! manifest per series under OUT (see `dps_recon::pipeline::batch` and
+//! docs/pipelines.md).
+//!
+//! Exit codes: 0 every series done (or already done), 1 some file or series
+//! failed, 2 usage or configuration error (bad preset, missing prior, output
+//! folder locked by another run). stdout holds the result (a summary, the
+//! `--dry-run` plan, or with `--json` one JSON document); stderr the progress
+//! (bars on a terminal, one line per series otherwise; none with `-q`) and the
+//! failures.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+use dps_recon::dicom::ReadLimits;
+use dps_recon::pipeline::batch::{
+    self, Action, Observer, Outcome, Plan, PlannedSeries, Recipe, RunOptions, SeriesReport, Summary,
+};
+use dps_recon::pipeline::preset::{resolve_preset_path, Preset};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use tracing::level_filters::LevelFilter;
 
-pub fn run(_ctx: &super::Context, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Raw DICOM files or folders (searched recursively, in name order).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+
+    /// The preset: a name from pipelines/ (e.g. mri-cartesian-4x) or a TOML file.
+    #[arg(long, short = 'p')]
+    pub pipeline: String,
+
+    /// Output folder: OUT/<study>/<series>/ per input series.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+
+    /// Model card to use instead of the preset's prior.
+    #[arg(long)]
+    pub prior: Option<PathBuf>,
+
+    /// Redo series whose manifest says done.
+    #[arg(long)]
+    pub force: bool,
+
+    /// List the work (series, files skipped or unreadable) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print a machine-readable summary (or plan) on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seed of the sampler (default: the preset's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Posterior samples per slice (default: the preset's).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub samples: Option<i64>,
+
+    /// Most slices sharing an acquisition reconstructed together.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_slices: u64,
+
+    /// Most memory reading one file may need, in MiB.
+    #[arg(long, default_value_t = ReadLimits::DEFAULT_MAX_BYTES >> 20)]
+    pub max_memory_mib: u64,
+}
+
+pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
+    for input in &args.inputs {
+        anyhow::ensure!(
+            input.exists(),
+            "{}: no such file or folder",
+            input.display()
+        );
+    }
+    let preset = Preset::load(&resolve_preset_path(&args.pipeline)?)?;
+    let options = RunOptions {
+        inputs: args.inputs.clone(),
+        out: args.out.clone(),
+        force: args.force,
+        seed: args.seed,
+        samples: args.samples,
+        prior_card: args.prior.clone(),
+        batch_slices: usize::try_from(args.batch_slices)?,
+        device: ctx.device()?,
+        limits: ReadLimits {
+            max_bytes: args.max_memory_mib.saturating_mul(1 << 20),
+        },
+    };
+    let recipe = Recipe::new(preset, &options)?;
+    let quiet = LevelFilter::current() < LevelFilter::WARN;
+
+    if args.dry_run {
+        let plan = batch::plan(&recipe, &options);
+        let failing = !plan.failed_files.is_empty()
+            || plan
+                .series
+                .iter()
+                .any(|s| matches!(s.action, Action::Refuse(_)));
+        let text = if args.json {
+            format!("{:#}\n", plan_json(&recipe, &options, &plan))
+        } else {
+            plan_text(&recipe, &plan)
+        };
+        write_stdout(&text)?;
+        return Ok(exit_code(!failing));
+    }
+
+    let mut observer = Progress::new(quiet);
+    let summary = batch::run(&recipe, &options, &mut observer)?;
+    observer.finish();
+    let text = if args.json {
+        format!("{:#}\n", summary_json(&recipe, &options, &summary))
+    } else {
+        summary_text(&summary)
+    };
+    write_stdout(&text)?;
+    Ok(exit_code(summary.all_done()))
+}
+
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn action_text(action: &Action) -> String {
+    match action {
+        Action::Reconstruct => "reconstruct".into(),
+        Action::Redo => "redo".into(),
+        Action::Skip => "skip (done)".into(),
+        Action::Refuse(reason) => format!("refuse: {reason}"),
+    }
+}
+
+fn plan_text(recipe: &Recipe, plan: &Plan) -> String {
+    let mut text = format!(
+        "preset {} ({}), prior {}\n",
+        recipe.preset.name,
+        recipe.preset.path.display(),
+        recipe.card_path.display()
+    );
+    for s in &plan.series {
+        text += &format!(
+            "{}: {} {} slice{} -> {}\n",
+            action_text(&s.action),
+            s.input.files.len(),
+            s.input.modality,
+            if s.input.files.len() == 1 { "" } else { "s" },
+            s.dirs.fin.display()
+        );
+    }
+    for f in &plan.skipped_files {
+        text += &format!("skip file {}: {}\n", f.path.display(), f.reason);
+    }
+    for f in &plan.failed_files {
+        text += &format!("bad file {}: {}\n", f.path.display(), f.reason);
+    }
+    text
+}
+
+fn plan_json(recipe: &Recipe, options: &RunOptions, plan: &Plan) -> serde_json::Value {
+    json!({
+        "dry_run": true,
+        "preset": { "name": recipe.preset.name, "path": recipe.preset.path, "sha256": recipe.preset.sha256 },
+        "prior": recipe.prior,
+        "out": options.out,
+        "series": plan.series.iter().map(|s| json!({
+            "study_instance_uid": s.input.study_instance_uid,
+            "series_instance_uid": s.input.series_instance_uid,
+            "modality": s.input.modality,
+            "slices": s.input.files.len(),
+            "files": s.input.files.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            "dir": s.dirs.fin,
+            "plan": s.action,
+        })).collect::<Vec<_>>(),
+        "skipped_files": plan.skipped_files,
+        "failed_files": plan.failed_files,
+    })
+}
+
+fn summary_text(summary: &Summary) -> String {
+    let mut text = String::new();
+    for s in &summary.series {
+        let what = match &s.outcome {
+            Outcome::Done { seconds } => format!("done in {seconds:.1} s"),
+            Outcome::Skipped => "already done".into(),
+            Outcome::Failed { reason } => format!("failed: {reason}"),
+        };
+        text += &format!(
+            "{}: {} {} slices: {what}\n",
+            s.dir.display(),
+            s.slices,
+            s.modality
+        );
+    }
+    for f in &summary.skipped_files {
+        text += &format!("skipped file {}: {}\n", f.path.display(), f.reason);
+    }
+    for f in &summary.failed_files {
+        text += &format!("bad file {}: {}\n", f.path.display(), f.reason);
+    }
+    let (done, skipped, failed) = summary.counts();
+    text += &format!(
+        "{} series: {done} done, {skipped} already done, {failed} failed; \
+         {} files skipped, {} bad files\n",
+        summary.series.len(),
+        summary.skipped_files.len(),
+        summary.failed_files.len()
+    );
+    text
+}
+
+fn summary_json(recipe: &Recipe, options: &RunOptions, summary: &Summary) -> serde_json::Value {
+    let (done, skipped, failed) = summary.counts();
+    json!({
+        "dry_run": false,
+        "exit_code": if summary.all_done() { 0 } else { 1 },
+        "preset": { "name": recipe.preset.name, "path": recipe.preset.path, "sha256": recipe.preset.sha256 },
+        "prior": recipe.prior,
+        "out": options.out,
+        "counts": {
+            "series": summary.series.len(),
+            "done": done,
+            "already_done": skipped,
+            "failed": failed,
+            "files_skipped": summary.skipped_files.len(),
+            "files_failed": summary.failed_files.len(),
+        },
+        "series": summary.series,
+        "skipped_files": summary.skipped_files,
+        "failed_files": summary.failed_files,
+        "cleanup": summary.cleanup,
+    })
+}
+
+/// Progress on stderr: bars on a terminal, plain lines otherwise, nothing but
+/// failures with `-q`.
+struct Progress {
+    quiet: bool,
+    bars: Option<(MultiProgress, ProgressBar, ProgressBar)>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        let bars = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let series = multi.add(ProgressBar::new(0));
+            series.set_style(
+                ProgressStyle::with_template(
+                    "series {pos}/{len} [{bar:30}] {elapsed_precise} {msg}",
+                )
+                .expect("valid template"),
+            );
+            let steps = multi.add(ProgressBar::new(0));
+            steps.set_style(
+                ProgressStyle::with_template("  DPS steps {pos}/{len} [{bar:30}] (eta {eta})")
+                    .expect("valid template"),
+            );
+            (multi, series, steps)
+        });
+        Self { quiet, bars }
+    }
+
+    /// Prints a line on stderr without breaking the bars.
+    fn line(&self, text: &str) {
+        match &self.bars {
+            Some((multi, ..)) => multi.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some((multi, series, steps)) = &self.bars {
+            steps.finish_and_clear();
+            series.finish();
+            let _ = multi.clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn planned(&mut self, plan: &Plan) {
+        for f in &plan.failed_files {
+            self.line(&format!("error: {}: {}", f.path.display(), f.reason));
+        }
+        if !self.quiet {
+            for f in &plan.skipped_files {
+                tracing::info!("skipping {}: {}", f.path.display(), f.reason);
+            }
+            if plan.series.is_empty() {
+                self.line("no raw measurements found in the inputs");
+            }
+        }
+        if let Some((_, series, _)) = &self.bars {
+            series.set_length(plan.series.len() as u64);
+        }
+    }
+
+    fn series_started(&mut self, index: usize, total: usize, s: &PlannedSeries) {
+        let name = format!(
+            "{}/{}",
+            s.input.study_instance_uid, s.input.series_instance_uid
+        );
+        match &self.bars {
+            Some((_, series, steps)) => {
+                series.set_position(index as u64);
+                series.set_message(name);
+                steps.reset();
+                steps.set_length(0);
+            }
+            None if !self.quiet && matches!(s.action, Action::Reconstruct | Action::Redo) => {
+                self.line(&format!(
+                    "[{}/{total}] {name}: reconstructing {} {} slices",
+                    index + 1,
+                    s.input.files.len(),
+                    s.input.modality
+                ));
+            }
+            None => {}
+        }
+    }
+
+    fn steps(&mut self, done: usize, total: usize) {
+        if let Some((_, _, steps)) = &self.bars {
+            steps.set_length(total as u64);
+            steps.set_position(done as u64);
+        }
+    }
+
+    fn series_finished(&mut self, index: usize, total: usize, report: &SeriesReport) {
+        let name = format!(
+            "{}/{}",
+            report.study_instance_uid, report.series_instance_uid
+        );
+        match &report.outcome {
+            Outcome::Failed { reason } => {
+                self.line(&format!("error: series {name}: {reason}"));
+            }
+            Outcome::Done { seconds } if !self.quiet && self.bars.is_none() => {
+                self.line(&format!(
+                    "[{}/{total}] {name}: done in {seconds:.1} s -> {}",
+                    index + 1,
+                    report.dir.display()
+                ));
+            }
+            Outcome::Skipped if !self.quiet && self.bars.is_none() => {
+                self.line(&format!("[{}/{total}] {name}: already done", index + 1));
+            }
+            _ => {}
+        }
+        if let Some((_, series, _)) = &self.bars {
+            series.set_position(index as u64 + 1);
+        }
+    }
 }

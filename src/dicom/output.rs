@@ -147,8 +147,13 @@ impl Quantizer {
             1.0
         } else {
             let mut slope = ds_round_trip(range / 65535.0).ok_or_else(fail)?;
+            // Grow the slope until the 16-character string covers the range; the
+            // relative step doubles because a fixed one can round back to the same
+            // string forever (small slopes keep few significant digits).
+            let mut bump = 1e-12;
             while intercept + slope * 65535.0 < max {
-                slope = ds_round_trip(slope * (1.0 + 1e-12)).ok_or_else(fail)?;
+                slope = ds_round_trip(slope * (1.0 + bump)).ok_or_else(fail)?;
+                bump *= 2.0;
             }
             slope
         };
@@ -305,6 +310,11 @@ fn slice_object(
     );
     if spec.context.patient_position.is_empty() {
         put_empty(&mut obj, tags::PATIENT_POSITION, VR::CS);
+    }
+    // Laterality is Type 2C: required when BodyPartExamined does not say a paired
+    // structure is not involved; empty is its "unknown".
+    if spec.context.body_part_examined.is_empty() {
+        put_empty(&mut obj, tags::LATERALITY, VR::CS);
     }
 
     // General Equipment: dps-recon made these images.
@@ -499,5 +509,37 @@ mod tests {
         assert_eq!(q.intercept, 2.0);
         let back = q.intercept + q.slope * f64::from(q.store(2.5));
         assert!((back - 2.5).abs() <= q.slope / 2.0 + 1e-12, "{back}");
+    }
+}
+
+#[cfg(test)]
+mod quantizer_tests {
+    use super::*;
+
+    /// Small ranges (MR magnitudes ~1) once looped forever: the slope's decimal
+    /// string could not grow by a fixed relative step.
+    #[test]
+    fn quantizer_covers_small_and_large_ranges() {
+        for (min, max) in [
+            (0.0, 1.37),
+            (0.0, 2.0),
+            (-0.004, 0.011),
+            (-1024.0, 3071.0),
+            (0.0, 1e-3),
+        ] {
+            let q = Quantizer::spanning(min, max, false).unwrap();
+            assert!(
+                q.intercept + q.slope * 65535.0 >= max,
+                "[{min}, {max}]: {q:?}"
+            );
+            assert!(
+                q.slope <= 1.01 * (max - q.intercept) / 65535.0 + 1e-12,
+                "[{min}, {max}]: {q:?}"
+            );
+            let back = q.intercept + q.slope * f64::from(q.store(max as f32));
+            assert!((back - max).abs() <= q.slope, "[{min}, {max}]: {back}");
+        }
+        let hu = Quantizer::spanning(-1000.0, 1500.0, true).unwrap();
+        assert_eq!((hu.slope, hu.intercept), (1.0, -1000.0));
     }
 }

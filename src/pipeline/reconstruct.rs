@@ -156,7 +156,9 @@ pub fn mri_intensity_scale(problem: &Problem, prior: &Prior) -> anyhow::Result<f
 /// DPS reconstruction of every slice of `problem` with `settings.samples`
 /// posterior samples each. For MRI the real and imaginary parts of the complex
 /// image are sampled as separate real images by the same prior, and `mri_scale`
-/// (see [`mri_intensity_scale`]) maps the prior's intensity to the data's.
+/// (see [`mri_intensity_scale`]) maps the prior's intensity to the data's: the
+/// data term compares `y / mri_scale` with `A x`, so ζ is independent of the
+/// k-space scale, and the images are written at the data's scale.
 /// `progress` sees (steps done, steps in all).
 pub fn reconstruct_dps(
     problem: &Problem,
@@ -182,13 +184,19 @@ pub fn reconstruct_dps(
     };
     let shape = [b * n * parts, 1, h, w];
 
-    let term = DataTerm::new(problem.op(), &problem.y, problem.likelihood).repeat_samples(n);
+    // MRI data are compared at the prior's intensity (y / scale against A x), so
+    // that ζ does not depend on the scale of the k-space.
+    let y = match problem.modality {
+        Modality::Mri => &problem.y / mri_scale,
+        Modality::Ct { .. } => problem.y.shallow_clone(),
+    };
+    let term = DataTerm::new(problem.op(), &y, problem.likelihood).repeat_samples(n);
     // x̂_0 in the prior's range → the operator's image (rows: slice, sample, part).
     let to_operator = |x0: &Tensor| -> Tensor {
         let physical = prior.to_physical(x0);
         match problem.modality {
             Modality::Mri => {
-                let pairs = (physical * mri_scale).view([b * n, 2, h, w]);
+                let pairs = physical.view([b * n, 2, h, w]);
                 Tensor::complex(&pairs.select(1, 0), &pairs.select(1, 1)).unsqueeze(1)
             }
             Modality::Ct { .. } => problem.to_operator_units(&physical),
@@ -214,7 +222,8 @@ pub fn reconstruct_dps(
         &mut |i, _| progress(total - i, total),
     );
     let _guard = tch::no_grad_guard();
-    let samples = problem.to_output_units(&to_operator(&x0));
+    let scale = if problem.modality == Modality::Mri { mri_scale } else { 1.0 };
+    let samples = problem.to_output_units(&(to_operator(&x0) * scale));
     let (mean, std) = posterior_stats(&samples, n);
     Ok(Reconstruction { mean, std })
 }

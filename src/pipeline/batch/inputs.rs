@@ -1,0 +1,154 @@
+//! From command-line inputs (files and folders) to series of raw measurements:
+//! header scans, classification of every file, grouping by study and series.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::dicom::{scan_file, FileKind, FileSummary, ReadLimits};
+
+/// A file that is not reconstructed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileIssue {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The raw files of one input series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesInput {
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    /// Modality of the first file.
+    pub modality: String,
+    /// Files with their header summaries, by InstanceNumber (absent last), then path.
+    pub files: Vec<(PathBuf, FileSummary)>,
+}
+
+/// Everything found in the inputs.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Series of raw measurements of the profile, by (study, series) UID.
+    pub series: Vec<SeriesInput>,
+    /// Files that are not raw measurements (not DICOM, images, other objects,
+    /// raw data of another program, duplicates): reported, not an error.
+    pub skipped: Vec<FileIssue>,
+    /// Files or folders that could not be read: errors.
+    pub failed: Vec<FileIssue>,
+}
+
+/// Scans `inputs` (files, or folders searched recursively in name order without
+/// following symbolic links), leaving out the folder `exclude` (the output
+/// folder) and reading each file once even when inputs overlap.
+pub fn collect(inputs: &[PathBuf], exclude: Option<&Path>, limits: ReadLimits) -> Inventory {
+    let exclude = exclude.and_then(|p| p.canonicalize().ok());
+    let mut seen = HashSet::new();
+    let mut inventory = Inventory::default();
+    let mut raw: Vec<(PathBuf, FileSummary)> = Vec::new();
+    for root in inputs {
+        let walker = walkdir::WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| {
+                !(e.file_type().is_dir()
+                    && exclude.is_some()
+                    && e.path().canonicalize().ok() == exclude)
+            });
+        for entry in walker {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    inventory.failed.push(FileIssue {
+                        path: e.path().unwrap_or(root).to_path_buf(),
+                        reason: e
+                            .io_error()
+                            .map_or_else(|| e.to_string(), |io| format!("cannot read: {io}")),
+                    });
+                    continue;
+                }
+            };
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let path = entry.into_path();
+            if !seen.insert(path.canonicalize().unwrap_or_else(|_| path.clone())) {
+                continue;
+            }
+            let skip = |reason: String| FileIssue {
+                path: path.clone(),
+                reason,
+            };
+            match scan_file(&path, limits) {
+                Ok(None) => inventory.skipped.push(skip("not a DICOM file".into())),
+                Err(e) => inventory.failed.push(skip(e.to_string())),
+                Ok(Some(summary)) => match &summary.kind {
+                    FileKind::RawMeasurement { .. } => raw.push((path, summary)),
+                    FileKind::ForeignRawData => inventory.skipped.push(skip(
+                        "Raw Data Storage without the DPSRECON 1 block (not raw data of the \
+                         dps-recon profile)"
+                            .into(),
+                    )),
+                    FileKind::Image { rows, columns, .. } => inventory.skipped.push(skip(format!(
+                        "{} image {rows}×{columns} (an image, not raw data)",
+                        if summary.modality.is_empty() {
+                            "DICOM"
+                        } else {
+                            &summary.modality
+                        }
+                    ))),
+                    FileKind::Other => inventory.skipped.push(skip(format!(
+                        "DICOM object of SOP class {} (not raw data)",
+                        summary.sop_class_uid
+                    ))),
+                },
+            }
+        }
+    }
+    inventory.series = group(raw, &mut inventory.skipped);
+    inventory
+}
+
+/// Groups raw files by (StudyInstanceUID, SeriesInstanceUID); a second file with
+/// the SOPInstanceUID of an earlier one in the same series is skipped.
+fn group(raw: Vec<(PathBuf, FileSummary)>, skipped: &mut Vec<FileIssue>) -> Vec<SeriesInput> {
+    let mut groups: BTreeMap<(String, String), Vec<(PathBuf, FileSummary)>> = BTreeMap::new();
+    for (path, summary) in raw {
+        let key = (
+            summary.study_instance_uid.clone(),
+            summary.series_instance_uid.clone(),
+        );
+        let files = groups.entry(key).or_default();
+        if let Some((first, _)) = files
+            .iter()
+            .find(|(_, s)| s.sop_instance_uid == summary.sop_instance_uid)
+        {
+            skipped.push(FileIssue {
+                reason: format!(
+                    "duplicate of {} (same SOPInstanceUID {})",
+                    first.display(),
+                    summary.sop_instance_uid
+                ),
+                path,
+            });
+            continue;
+        }
+        files.push((path, summary));
+    }
+    groups
+        .into_iter()
+        .map(|((study, series), mut files)| {
+            files.sort_by(|a, b| {
+                let ka = (a.1.instance_number.unwrap_or(i64::MAX), &a.0);
+                let kb = (b.1.instance_number.unwrap_or(i64::MAX), &b.0);
+                ka.cmp(&kb)
+            });
+            SeriesInput {
+                study_instance_uid: study,
+                series_instance_uid: series,
+                modality: files[0].1.modality.clone(),
+                files,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,600 @@
+//! Batch reconstruction (`dps-recon run`): raw files in, one folder of DICOM
+//! series and a manifest per input series out, resumable and safe to kill.
+//!
+//! 1. [`Recipe::new`] checks the preset against its prior (configuration errors).
+//! 2. [`OutputLock::acquire`] takes the output folder; [`clean_stale`] removes
+//!    what killed runs left (see [`layout`]).
+//! 3. [`plan`] scans the inputs ([`inputs`]) and decides per series: reconstruct,
+//!    skip (its manifest says done with the same recipe and inputs, and its files
+//!    are there), redo (failed before, files missing, or `--force`), or refuse
+//!    (done with another recipe or other inputs, without `--force`).
+//! 4. [`run`] does 2 and 3, then reconstructs each series into a build folder and publishes it
+//!    with one rename; a failing series gets a manifest with status `failed` and
+//!    the batch goes on.
+
+pub mod inputs;
+pub mod layout;
+pub mod lock;
+pub mod manifest;
+mod series;
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use dps_operators::ct::FbpFilter;
+use serde::Serialize;
+use tch::Device;
+
+pub use inputs::{FileIssue, Inventory, SeriesInput};
+pub use layout::{clean_stale, Cleanup, SeriesDirs, MANIFEST};
+pub use lock::{LockError, OutputLock};
+pub use manifest::{Manifest, SeriesStatus};
+
+use self::manifest::{Parameters, PresetRecord, PriorRecord, Software, MANIFEST_VERSION};
+use super::preset::{sha256_file, sha256_hex, Preset};
+use super::reconstruct::{Baseline, DpsSettings};
+use crate::dicom::ReadLimits;
+use crate::prior::{ModelCard, Prior, Schedule};
+
+/// Options of a run besides the preset.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Files or folders to reconstruct.
+    pub inputs: Vec<PathBuf>,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Redo series whose manifest says done.
+    pub force: bool,
+    /// Overrides the preset's seed.
+    pub seed: Option<u64>,
+    /// Overrides the preset's sample count.
+    pub samples: Option<i64>,
+    /// Overrides the preset's prior card.
+    pub prior_card: Option<PathBuf>,
+    /// Most slices reconstructed together (≥ 1).
+    pub batch_slices: usize,
+    pub device: Device,
+    pub limits: ReadLimits,
+}
+
+/// The checked recipe of a run: preset, prior card and effective settings.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub preset: Preset,
+    pub card_path: PathBuf,
+    pub card: ModelCard,
+    pub prior: PriorRecord,
+    pub settings: DpsSettings,
+    pub batch_slices: usize,
+    /// See [`Manifest::fingerprint`].
+    pub fingerprint: String,
+}
+
+impl Recipe {
+    /// Reads the prior card and hashes its weights; checks the card against the
+    /// preset (unit, channels, steps ≤ T) and the overrides. Every error here is
+    /// a configuration error naming the preset.
+    pub fn new(preset: Preset, options: &RunOptions) -> anyhow::Result<Self> {
+        let who = format!("preset {} ({})", preset.name, preset.path.display());
+        let card_path = options
+            .prior_card
+            .clone()
+            .unwrap_or_else(|| preset.prior_card.clone());
+        let card = ModelCard::read(&card_path).with_context(|| format!("{who}: prior"))?;
+        let weights = card.weights_path(&card_path);
+        let weights_sha256 = sha256_file(&weights)
+            .with_context(|| format!("{who}: prior weights {}", weights.display()))?;
+        anyhow::ensure!(
+            card.intensity.unit == preset.modality.prior_unit(),
+            "{who}: prior {} has intensity unit {}, but {} data need a prior in {}",
+            card_path.display(),
+            card.intensity.unit,
+            preset.modality.dicom(),
+            preset.modality.prior_unit()
+        );
+        anyhow::ensure!(
+            card.channels == 1,
+            "{who}: prior {} has {} channels; only 1-channel priors are supported",
+            card_path.display(),
+            card.channels
+        );
+        let t = Schedule::new(&card.schedule).len();
+        anyhow::ensure!(
+            preset.steps <= t,
+            "{who}: sampler.steps = {} exceeds the {t} steps of prior {}",
+            preset.steps,
+            card_path.display()
+        );
+        let settings = preset.dps_settings(options.seed, options.samples);
+        anyhow::ensure!(
+            settings.samples >= 1,
+            "--samples must be at least 1, got {}",
+            settings.samples
+        );
+        anyhow::ensure!(
+            !(preset.outputs.uncertainty && settings.samples < 2),
+            "{who} writes the posterior standard deviation, which needs at least 2 samples \
+             (--samples {})",
+            settings.samples
+        );
+        anyhow::ensure!(
+            options.batch_slices >= 1,
+            "--batch-slices must be at least 1"
+        );
+        let fingerprint = sha256_hex(
+            serde_json::json!({
+                "preset_sha256": preset.sha256,
+                "prior_weights_sha256": weights_sha256,
+                "seed": settings.seed,
+                "samples": settings.samples,
+                "batch_slices": options.batch_slices,
+            })
+            .to_string()
+            .as_bytes(),
+        );
+        let absolute = |p: &Path| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .to_string_lossy()
+                .into_owned()
+        };
+        Ok(Self {
+            prior: PriorRecord {
+                card: absolute(&card_path),
+                name: card.name.clone(),
+                weights: absolute(&weights),
+                weights_sha256,
+            },
+            preset,
+            card_path,
+            card,
+            settings,
+            batch_slices: options.batch_slices,
+            fingerprint,
+        })
+    }
+}
+
+/// What a run does with a series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "reason")]
+pub enum Action {
+    /// No output yet.
+    Reconstruct,
+    /// Replaces a failed series, a done one with files missing, or a done one
+    /// under `--force`.
+    Redo,
+    /// Done with this recipe and these inputs.
+    Skip,
+    /// Output exists that this run may not replace without `--force`.
+    Refuse(String),
+}
+
+/// A series and what the run will do with it.
+#[derive(Debug, Clone)]
+pub struct PlannedSeries {
+    pub input: SeriesInput,
+    pub dirs: SeriesDirs,
+    pub action: Action,
+}
+
+/// The work of a run.
+#[derive(Debug)]
+pub struct Plan {
+    pub series: Vec<PlannedSeries>,
+    pub skipped_files: Vec<FileIssue>,
+    pub failed_files: Vec<FileIssue>,
+}
+
+/// Scans the inputs and decides what to do with each series (reads only).
+pub fn plan(recipe: &Recipe, options: &RunOptions) -> Plan {
+    let inventory = inputs::collect(&options.inputs, Some(&options.out), options.limits);
+    let series = inventory
+        .series
+        .into_iter()
+        .map(|input| {
+            let dirs = SeriesDirs::new(
+                &options.out,
+                &input.study_instance_uid,
+                &input.series_instance_uid,
+            );
+            let action = decide(recipe, &input, &dirs, options.force);
+            PlannedSeries {
+                input,
+                dirs,
+                action,
+            }
+        })
+        .collect();
+    Plan {
+        series,
+        skipped_files: inventory.skipped,
+        failed_files: inventory.failed,
+    }
+}
+
+fn decide(recipe: &Recipe, input: &SeriesInput, dirs: &SeriesDirs, force: bool) -> Action {
+    if !dirs.fin.exists() {
+        return Action::Reconstruct;
+    }
+    let existing = match Manifest::read(&dirs.fin.join(MANIFEST)) {
+        Ok(m) => m,
+        Err(_) if force => return Action::Redo,
+        Err(e) => {
+            return Action::Refuse(format!(
+                "{} exists without a valid manifest ({e:#}); remove it or use --force",
+                dirs.fin.display()
+            ))
+        }
+    };
+    if existing.status != SeriesStatus::Done || force {
+        return Action::Redo;
+    }
+    let mut uids: Vec<&str> = input
+        .files
+        .iter()
+        .map(|(_, s)| s.sop_instance_uid.as_str())
+        .collect();
+    uids.sort_unstable();
+    if existing.fingerprint == recipe.fingerprint && existing.input_uids() == uids {
+        let missing = existing
+            .outputs
+            .iter()
+            .flat_map(|o| &o.files)
+            .find(|f| !dirs.fin.join(f).is_file());
+        match missing {
+            None => Action::Skip,
+            Some(file) => {
+                tracing::warn!(
+                    "{}: {file} of its manifest is missing; redoing the series",
+                    dirs.fin.display()
+                );
+                Action::Redo
+            }
+        }
+    } else {
+        Action::Refuse(format!(
+            "{} holds a reconstruction made with {} (preset {}); use --force to replace it",
+            dirs.fin.display(),
+            if existing.input_uids() == uids {
+                "another recipe"
+            } else {
+                "other inputs"
+            },
+            existing.preset.name
+        ))
+    }
+}
+
+/// What happened to a series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Outcome {
+    /// Reconstructed and published.
+    Done { seconds: f64 },
+    /// Already done by an earlier run.
+    Skipped,
+    /// Not (re)done; see `reason`. A done series replaced under `--force` that
+    /// fails again keeps its earlier outputs.
+    Failed { reason: String },
+}
+
+/// A series in the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesReport {
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub modality: String,
+    pub slices: usize,
+    /// The series folder.
+    pub dir: PathBuf,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub series: Vec<SeriesReport>,
+    pub skipped_files: Vec<FileIssue>,
+    pub failed_files: Vec<FileIssue>,
+    /// What killed runs left, cleaned up before the run.
+    pub cleanup: Cleanup,
+}
+
+impl Summary {
+    /// Whether every series and every file went through (exit code 0).
+    pub fn all_done(&self) -> bool {
+        self.failed_files.is_empty()
+            && self
+                .series
+                .iter()
+                .all(|s| !matches!(s.outcome, Outcome::Failed { .. }))
+    }
+
+    /// Series counts: (done, skipped, failed).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for s in &self.series {
+            match s.outcome {
+                Outcome::Done { .. } => c.0 += 1,
+                Outcome::Skipped => c.1 += 1,
+                Outcome::Failed { .. } => c.2 += 1,
+            }
+        }
+        c
+    }
+}
+
+/// Sees a run's progress.
+pub trait Observer {
+    /// The plan, before any series starts.
+    fn planned(&mut self, plan: &Plan);
+    /// Series `index` (from 0) of `total` starts.
+    fn series_started(&mut self, index: usize, total: usize, series: &PlannedSeries);
+    /// DPS steps of the current series: (done, in all).
+    fn steps(&mut self, done: usize, total: usize);
+    /// Series `index` of `total` ended (also for skipped and refused ones).
+    fn series_finished(&mut self, index: usize, total: usize, report: &SeriesReport);
+}
+
+/// A whole run: takes the output lock, removes what killed runs left, plans and
+/// executes. Errs on configuration errors (the lock is held by another run, the
+/// output folder cannot be used, the prior cannot be loaded); everything else
+/// ends up in the summary.
+pub fn run(
+    recipe: &Recipe,
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<Summary> {
+    let _lock = OutputLock::acquire(&options.out)?;
+    let cleanup = clean_stale(&options.out).with_context(|| {
+        format!(
+            "{}: cannot clean up after earlier runs",
+            options.out.display()
+        )
+    })?;
+    for path in &cleanup.removed {
+        tracing::info!("removed {} left by a killed run", path.display());
+    }
+    for path in &cleanup.restored {
+        tracing::info!("restored {} after a killed run", path.display());
+    }
+    let plan = plan(recipe, options);
+    observer.planned(&plan);
+    let mut summary = execute(recipe, options, plan, observer)?;
+    summary.cleanup = cleanup;
+    Ok(summary)
+}
+
+fn execute(
+    recipe: &Recipe,
+    options: &RunOptions,
+    plan: Plan,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<Summary> {
+    let needs_prior = plan
+        .series
+        .iter()
+        .any(|s| matches!(s.action, Action::Reconstruct | Action::Redo));
+    let prior = if needs_prior {
+        let who = format!(
+            "preset {} ({})",
+            recipe.preset.name,
+            recipe.preset.path.display()
+        );
+        Some(
+            Prior::load(&recipe.card_path, options.device)
+                .with_context(|| format!("{who}: loading prior {}", recipe.card_path.display()))?,
+        )
+    } else {
+        None
+    };
+    let total = plan.series.len();
+    let mut reports = Vec::with_capacity(total);
+    for (index, planned) in plan.series.iter().enumerate() {
+        observer.series_started(index, total, planned);
+        let outcome = match (&planned.action, prior.as_ref()) {
+            (Action::Reconstruct | Action::Redo, Some(prior)) => {
+                run_series(recipe, options, prior, planned, observer)
+            }
+            (Action::Refuse(reason), _) => Outcome::Failed {
+                reason: reason.clone(),
+            },
+            _ => Outcome::Skipped,
+        };
+        let report = SeriesReport {
+            study_instance_uid: planned.input.study_instance_uid.clone(),
+            series_instance_uid: planned.input.series_instance_uid.clone(),
+            modality: planned.input.modality.clone(),
+            slices: planned.input.files.len(),
+            dir: planned.dirs.fin.clone(),
+            outcome,
+        };
+        observer.series_finished(index, total, &report);
+        reports.push(report);
+    }
+    Ok(Summary {
+        series: reports,
+        skipped_files: plan.skipped_files,
+        failed_files: plan.failed_files,
+        cleanup: Cleanup::default(),
+    })
+}
+
+/// Reconstructs and publishes one series; on failure publishes a failed
+/// manifest unless that would replace a done series.
+fn run_series(
+    recipe: &Recipe,
+    options: &RunOptions,
+    prior: &Prior,
+    planned: &PlannedSeries,
+    observer: &mut dyn Observer,
+) -> Outcome {
+    let started = Instant::now();
+    let dirs = &planned.dirs;
+    let mut manifest = base_manifest(recipe, options, &planned.input);
+    let job = series::Job {
+        preset: &recipe.preset,
+        prior,
+        settings: &recipe.settings,
+        batch_slices: recipe.batch_slices,
+        device: options.device,
+        limits: options.limits,
+    };
+    let result = dirs
+        .make_temp()
+        .with_context(|| format!("creating {}", dirs.temp.display()))
+        .and_then(|()| {
+            catch_unwind(AssertUnwindSafe(|| {
+                series::reconstruct_series(
+                    &job,
+                    &planned.input,
+                    &dirs.temp,
+                    &mut manifest,
+                    &mut |done, total| observer.steps(done, total),
+                )
+            }))
+            .unwrap_or_else(|panic| Err(anyhow::anyhow!("internal error: {}", panic_text(&panic))))
+        })
+        .and_then(|()| {
+            manifest.status = SeriesStatus::Done;
+            manifest.created_utc = now_utc();
+            manifest
+                .write(&dirs.temp.join(MANIFEST))
+                .context("writing the manifest")?;
+            dirs.publish()
+                .with_context(|| format!("publishing {}", dirs.fin.display()))
+        });
+    match result {
+        Ok(()) => Outcome::Done {
+            seconds: started.elapsed().as_secs_f64(),
+        },
+        Err(error) => {
+            let reason = format!("{error:#}");
+            let _ = dirs.discard_temp();
+            if let Err(e) = publish_failure(dirs, manifest, &reason) {
+                tracing::error!("{}: cannot record the failure: {e:#}", dirs.fin.display());
+            }
+            Outcome::Failed { reason }
+        }
+    }
+}
+
+/// Publishes a manifest with status failed (and no outputs), keeping a done
+/// series in place.
+fn publish_failure(dirs: &SeriesDirs, mut manifest: Manifest, reason: &str) -> anyhow::Result<()> {
+    let done =
+        Manifest::read(&dirs.fin.join(MANIFEST)).is_ok_and(|m| m.status == SeriesStatus::Done);
+    if done {
+        return Ok(());
+    }
+    manifest.status = SeriesStatus::Failed;
+    manifest.error = Some(reason.to_owned());
+    manifest.outputs.clear();
+    manifest.created_utc = now_utc();
+    dirs.make_temp()?;
+    manifest.write(&dirs.temp.join(MANIFEST))?;
+    dirs.publish()?;
+    Ok(())
+}
+
+/// The manifest before reconstruction: inputs from the headers, the recipe.
+fn base_manifest(recipe: &Recipe, options: &RunOptions, input: &SeriesInput) -> Manifest {
+    let preset = &recipe.preset;
+    let s = &recipe.settings;
+    Manifest {
+        manifest_version: MANIFEST_VERSION,
+        status: SeriesStatus::Failed,
+        error: None,
+        software: Software::this(),
+        created_utc: String::new(),
+        study_instance_uid: input.study_instance_uid.clone(),
+        series_instance_uid: input.series_instance_uid.clone(),
+        modality: input.modality.clone(),
+        fingerprint: recipe.fingerprint.clone(),
+        inputs: input
+            .files
+            .iter()
+            .map(|(path, summary)| manifest::InputRecord {
+                path: std::path::absolute(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .to_string_lossy()
+                    .into_owned(),
+                sop_instance_uid: summary.sop_instance_uid.clone(),
+                instance_number: summary.instance_number,
+            })
+            .collect(),
+        preset: PresetRecord {
+            name: preset.name.clone(),
+            path: std::path::absolute(&preset.path)
+                .unwrap_or_else(|_| preset.path.clone())
+                .to_string_lossy()
+                .into_owned(),
+            sha256: preset.sha256.clone(),
+        },
+        prior: Some(recipe.prior.clone()),
+        parameters: Parameters {
+            steps: s.steps,
+            zeta: s.zeta,
+            eta: s.eta,
+            samples: s.samples,
+            seed: s.seed,
+            likelihood: preset.likelihood.as_str().to_owned(),
+            likelihood_used: None,
+            mri_scale: None,
+            batch_slices: recipe.batch_slices,
+            batches: Vec::new(),
+            baselines: if preset.outputs.baselines {
+                preset
+                    .baselines
+                    .iter()
+                    .map(|&b| baseline_record(b))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            device: format!("{:?}", options.device),
+        },
+        slices: Vec::new(),
+        timings_s: BTreeMap::new(),
+        outputs: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
+/// A baseline and its parameters as JSON.
+fn baseline_record(b: Baseline) -> serde_json::Value {
+    match b {
+        Baseline::ZeroFilled => serde_json::json!({ "name": b.name() }),
+        Baseline::CgSense { iterations } => {
+            serde_json::json!({ "name": b.name(), "iterations": iterations })
+        }
+        Baseline::Fbp(filter) => serde_json::json!({
+            "name": b.name(),
+            "filter": match filter {
+                FbpFilter::Ramp => "ramp",
+                FbpFilter::SheppLogan => "shepp-logan",
+                FbpFilter::Hann => "hann",
+            },
+        }),
+        Baseline::Tv { lambda, iterations } => {
+            serde_json::json!({ "name": b.name(), "lambda": lambda, "iterations": iterations })
+        }
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+fn now_utc() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,139 @@
+//! The shipped presets (pipelines/*.toml): every file parses, the required
+//! recipes and their fast variants exist with consistent settings, they point at
+//! the shipped priors, and docs/pipelines.md lists them all.
+
+use std::path::{Path, PathBuf};
+
+use dps_operators::masks::MaskSpec;
+use dps_recon::pipeline::preset::{
+    resolve_preset_path, Acquisition, LikelihoodChoice, Preset, PresetModality,
+};
+use dps_recon::pipeline::reconstruct::Baseline;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shipped() -> Vec<Preset> {
+    let mut presets: Vec<Preset> = std::fs::read_dir(root().join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| Preset::load(&p).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    presets.sort_by(|a, b| a.name.cmp(&b.name));
+    presets
+}
+
+#[test]
+fn required_recipes_and_fast_variants_exist() {
+    let presets = shipped();
+    let names: Vec<&str> = presets.iter().map(|p| p.name.as_str()).collect();
+    for base in [
+        "mri-cartesian-4x",
+        "mri-cartesian-8x",
+        "ct-sparse-view",
+        "ct-low-dose-poisson",
+    ] {
+        let full = presets
+            .iter()
+            .find(|p| p.name == base)
+            .unwrap_or_else(|| panic!("{base}"));
+        let fast_name = format!("{base}-fast");
+        let fast = presets
+            .iter()
+            .find(|p| p.name == fast_name)
+            .unwrap_or_else(|| panic!("{fast_name} missing from {names:?}"));
+        assert_eq!(full.modality, fast.modality, "{base}");
+        assert_eq!(full.acquisition, fast.acquisition, "{base}");
+        assert_eq!(full.baselines, fast.baselines, "{base}");
+        assert_eq!(full.prior_card, fast.prior_card, "{base}");
+        assert_eq!(
+            (full.steps, full.eta),
+            (1000, None),
+            "{base}: DDPM, 1000 steps"
+        );
+        assert!(full.samples >= 2 && full.outputs.uncertainty, "{base}");
+        assert_eq!((fast.steps, fast.eta), (100, Some(1.0)), "{fast_name}");
+        // Fewer steps take larger guidance steps.
+        assert!(
+            fast.zeta > full.zeta,
+            "{base}: ζ {} vs {}",
+            fast.zeta,
+            full.zeta
+        );
+    }
+}
+
+#[test]
+fn presets_match_their_names() {
+    let models = root().join("pipelines").join("../models");
+    for p in shipped() {
+        let card = match p.modality {
+            PresetModality::Mr => models.join("brain-t1-128/brain-t1-128.json"),
+            PresetModality::Ct => models.join("ct-phantom-128/ct-phantom-128.json"),
+        };
+        assert_eq!(p.prior_card, card, "{}", p.name);
+        assert!(!p.description.is_empty(), "{}", p.name);
+        match (&p.acquisition, p.modality) {
+            (Some(Acquisition::Mr { mask }), PresetModality::Mr) => {
+                let r = if p.name.contains("-4x") { 4.0 } else { 8.0 };
+                assert_eq!(mask.acceleration(), r, "{}", p.name);
+                assert!(
+                    matches!(mask, MaskSpec::EquispacedLines { .. }),
+                    "{}",
+                    p.name
+                );
+                assert_eq!(
+                    p.baselines,
+                    vec![Baseline::ZeroFilled, Baseline::CgSense { iterations: 30 }],
+                    "{}",
+                    p.name
+                );
+            }
+            (
+                Some(Acquisition::Ct {
+                    views,
+                    blank_scan_counts,
+                    ..
+                }),
+                PresetModality::Ct,
+            ) => {
+                let low_dose = p.name.starts_with("ct-low-dose-poisson");
+                assert_eq!(blank_scan_counts.is_some(), low_dose, "{}", p.name);
+                if low_dose {
+                    assert_eq!(p.likelihood, LikelihoodChoice::Transmission, "{}", p.name);
+                } else {
+                    assert_eq!(p.likelihood, LikelihoodChoice::Auto, "{}", p.name);
+                    assert!(*views <= 90, "{}: sparse view", p.name);
+                }
+                assert!(matches!(p.baselines[0], Baseline::Fbp(_)), "{}", p.name);
+            }
+            other => panic!("{}: acquisition {other:?}", p.name),
+        }
+    }
+}
+
+#[test]
+fn presets_are_found_by_name_and_documented() {
+    let docs = std::fs::read_to_string(root().join("docs/pipelines.md")).unwrap();
+    for p in shipped() {
+        let found = resolve_preset_path(&p.name).unwrap();
+        assert_eq!(
+            found.canonicalize().unwrap(),
+            p.path.canonicalize().unwrap(),
+            "{}",
+            p.name
+        );
+        assert!(
+            docs.contains(&format!("`{}`", p.name)),
+            "docs/pipelines.md lacks {}",
+            p.name
+        );
+    }
+    let err = resolve_preset_path("mri-cartesian-3x")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no preset named `mri-cartesian-3x`"), "{err}");
+    assert!(Path::new(&resolve_preset_path("x/y.toml").unwrap()) == Path::new("x/y.toml"));
+}

@@ -86,7 +86,7 @@ fn presets_match_their_names() {
                 );
                 assert_eq!(
                     p.baselines,
-                    vec![Baseline::ZeroFilled, Baseline::CgSense { iterations: 30 }],
+                    vec![Baseline::ZeroFilled, Baseline::CgSense { iterations: 10 }],
                     "{}",
                     p.name
                 );

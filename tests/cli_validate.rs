@@ -1,0 +1,371 @@
+//! `dps-recon validate` end to end on tiny cases with tiny priors trained here:
+//! the report's keys and numbers, the montage's size, and a baseline PSNR
+//! recomputed from the files the run wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use dps_operators::ct::FbpFilter;
+use dps_recon::dicom::{read_raw, read_series, ReadLimits};
+use dps_recon::metrics::psnr;
+use dps_recon::phantom::PhantomStyle;
+use dps_recon::pipeline::problem::Problem;
+use dps_recon::pipeline::reconstruct::{baseline, Baseline};
+use dps_recon::pipeline::validate::DEFAULT_CG_ITERATIONS;
+use dps_recon::prior::train::{train, TrainConfig, TrainingData};
+use dps_recon::prior::{BetaSchedule, IntensityMap, UNetConfig};
+use serde_json::Value;
+use tch::{Device, Tensor};
+
+/// `train` seeds libtorch's global generator: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Trains a tiny 32² prior for two steps in `dir`; returns its model card.
+fn tiny_prior(dir: &Path, style: PhantomStyle) -> PathBuf {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (unit, lo, hi) = match style {
+        PhantomStyle::Ct => ("HU", -1000.0, 1500.0),
+        PhantomStyle::Mr => ("MR", 0.0, 1.0),
+    };
+    let cfg = TrainConfig {
+        name: "tiny".into(),
+        description: "test".into(),
+        data_description: "phantoms".into(),
+        command: "test".into(),
+        out_dir: dir.to_path_buf(),
+        image_size: 32,
+        architecture: UNetConfig::tiny(1),
+        schedule: BetaSchedule::default(),
+        intensity: IntensityMap {
+            unit: unit.into(),
+            physical_min: lo,
+            physical_max: hi,
+        },
+        steps: 2,
+        batch_size: 2,
+        learning_rate: 1e-3,
+        ema_decay: 0.9,
+        seed: 1,
+        checkpoint_every: 2,
+        log_every: 1,
+        device: Device::Cpu,
+    };
+    train(&cfg, &TrainingData::Phantoms(style), &mut |_, _| {})
+        .unwrap()
+        .card_path
+}
+
+fn dps_recon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+        .args(["--device", "cpu", "--threads", "1", "validate"])
+        .args(args)
+        .output()
+        .expect("run dps-recon")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+fn dcm_files(dir: &Path) -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    f.sort();
+    f
+}
+
+/// The truth frames by ImagePositionPatient and the raw slices in slice order.
+fn truths(case: &Path) -> Vec<([f64; 3], Tensor)> {
+    read_series(&dcm_files(&case.join("truth")), ReadLimits::default())
+        .unwrap()
+        .frames
+        .into_iter()
+        .map(|f| {
+            let t = Tensor::from_slice(&f.pixels).view([f.rows as i64, f.cols as i64]);
+            (f.plane.unwrap().position_mm, t)
+        })
+        .collect()
+}
+
+/// PSNR of `which` on each raw slice of `case`, recomputed from the files, with
+/// the data range max − min of the truth.
+fn recomputed_psnr(case: &Path, which: Baseline) -> Vec<f64> {
+    let truths = truths(case);
+    let lo = truths
+        .iter()
+        .map(|(_, t)| t.min().double_value(&[]))
+        .fold(f64::INFINITY, f64::min);
+    let hi = truths
+        .iter()
+        .map(|(_, t)| t.max().double_value(&[]))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut out: Vec<(f64, f64)> = dcm_files(&case.join("raw"))
+        .iter()
+        .map(|f| {
+            let raw = read_raw(f, ReadLimits::default()).unwrap();
+            let (_, truth) = truths
+                .iter()
+                .find(|(p, _)| *p == raw.plane.position_mm)
+                .unwrap();
+            let problem = Problem::from_raw(&raw, Device::Cpu).unwrap();
+            let x = baseline(&problem, which).unwrap();
+            let n = truth.size();
+            (
+                raw.plane.position_mm[2],
+                psnr(&x.view([n[0], n[1]]), truth, hi - lo),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+fn finite(v: &Value) -> f64 {
+    let x = v.as_f64().unwrap_or(f64::NAN);
+    assert!(x.is_finite(), "{v}");
+    x
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    image::open(path).unwrap().into_luma8().dimensions()
+}
+
+#[test]
+fn ct_validation_reports_scores_that_can_be_recomputed() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
+    let out = dir.path().join("val");
+    let stdout = ok(&dps_recon(&[
+        "--source",
+        "ellipses-ct:4",
+        "--size",
+        "32",
+        "--views",
+        "12",
+        "--noise-sigma",
+        "0.01",
+        "--prior",
+        arg(&card),
+        "--steps",
+        "3",
+        "--samples",
+        "2",
+        "--baselines",
+        "fbp,tv:0.05:30",
+        "-o",
+        arg(&out),
+    ]));
+    assert!(stdout.contains(arg(&out.join("montage.png"))), "{stdout}");
+    for f in ["report.md", "simulation.json", "raw/slice_0001.dcm"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let r = report(&out);
+    assert_eq!(r["modality"], "CT");
+    assert_eq!(r["unit"], "HU");
+    assert_eq!(r["slices_count"], 1);
+    assert_eq!(r["dps"]["steps"], 3);
+    assert_eq!(r["dps"]["samples"], 2);
+    assert_eq!(r["prior"]["name"], "tiny");
+    assert_eq!(r["simulation"]["source"], "ellipses-ct:4");
+    assert_eq!(
+        r["montage_columns"].as_array().unwrap().len(),
+        5,
+        "{}",
+        r["montage_columns"]
+    );
+    let truth = &truths(&out)[0].1;
+    let range = truth.max().double_value(&[]) - truth.min().double_value(&[]);
+    assert!((finite(&r["data_range"]) - range).abs() < 1e-9 * range);
+    for m in ["fbp", "tv", "dps"] {
+        let s = &r["mean"][m];
+        for key in ["psnr", "ssim", "nmse", "residual", "seconds"] {
+            finite(&s[key]);
+        }
+        assert!(finite(&s["seconds"]) >= 0.0);
+        assert!(finite(&s["nmse"]) >= 0.0);
+        assert_eq!(r["slices"][0]["methods"][m]["psnr"], s["psnr"]);
+    }
+    let (fbp, tv) = (
+        finite(&r["mean"]["fbp"]["psnr"]),
+        finite(&r["mean"]["tv"]["psnr"]),
+    );
+    assert_eq!(r["best_baseline"], if tv > fbp { "tv" } else { "fbp" });
+    assert!(r["slices"][0]["mri_scale"].is_null());
+
+    let again = recomputed_psnr(&out, Baseline::Fbp(FbpFilter::Hann));
+    assert!(
+        (again[0] - fbp).abs() < 1e-3,
+        "FBP {fbp} dB, recomputed {again:?}"
+    );
+    // 5 panels of 32² with 4-pixel gaps.
+    assert_eq!(png_size(&out.join("montage.png")), (5 * 32 + 4 * 4, 32));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(&format!("| fbp | {fbp:.2} |")), "{md}");
+}
+
+#[test]
+fn mr_validation_of_a_simulated_case_and_of_the_same_case_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Mr);
+    let first = dir.path().join("first");
+    let common = [
+        "--prior",
+        arg(&card),
+        "--steps",
+        "3",
+        "--samples",
+        "2",
+        "--dps-seed",
+        "5",
+    ];
+    ok(&dps_recon(
+        &[
+            &[
+                "--source",
+                "ellipses-mr:1,2",
+                "--size",
+                "32",
+                "--coils",
+                "4",
+                "--acs",
+                "0.2",
+                "--noise-sigma",
+                "0.01",
+                "-o",
+                arg(&first),
+            ][..],
+            &common[..],
+        ]
+        .concat(),
+    ));
+    let r = report(&first);
+    assert_eq!(r["modality"], "MR");
+    assert_eq!(r["slices_count"], 2);
+    assert_eq!(finite(&r["data_range"]), 1.0);
+    let methods: Vec<&str> = r["mean"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(methods, ["cg-sense", "dps", "tv", "zero-filled"]);
+    let cg = recomputed_psnr(
+        &first,
+        Baseline::CgSense {
+            iterations: DEFAULT_CG_ITERATIONS,
+        },
+    );
+    for (i, s) in r["slices"].as_array().unwrap().iter().enumerate() {
+        assert!(finite(&s["mri_scale"]) > 0.0);
+        let reported = finite(&s["methods"]["cg-sense"]["psnr"]);
+        assert!(
+            (reported - cg[i]).abs() < 1e-3,
+            "slice {i}: CG-SENSE {reported} dB, recomputed {}",
+            cg[i]
+        );
+        finite(&s["methods"]["dps"]["ssim"]);
+    }
+    // Two rows of 32 pixels with a 4-pixel gap.
+    assert_eq!(
+        png_size(&first.join("montage.png")),
+        (5 * 32 + 4 * 4, 2 * 32 + 4)
+    );
+
+    // The written case again: the same scores (the sampler is seeded).
+    let second = dir.path().join("second");
+    ok(&dps_recon(
+        &[
+            &[
+                "--case",
+                arg(&first),
+                "--baselines",
+                "cg-sense",
+                "-o",
+                arg(&second),
+            ][..],
+            &common[..],
+        ]
+        .concat(),
+    ));
+    let r2 = report(&second);
+    assert!(second.join("montage.png").is_file());
+    assert!(!second.join("raw").exists());
+    assert_eq!(r2["simulation"], r["simulation"]);
+    for m in ["cg-sense", "dps"] {
+        let (a, b) = (
+            finite(&r["mean"][m]["psnr"]),
+            finite(&r2["mean"][m]["psnr"]),
+        );
+        assert!((a - b).abs() < 1e-6, "{m}: {a} dB, then {b} dB");
+    }
+    assert!(r2["mean"].get("zero-filled").is_none());
+}
+
+#[test]
+fn validate_refuses_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = arg(dir.path());
+    let out = dps_recon(&[
+        "--case",
+        o,
+        "--source",
+        "shepp-logan",
+        "--prior",
+        "p.json",
+        "-o",
+        o,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+
+    let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
+    let out = dps_recon(&[
+        "--source",
+        "shepp-logan",
+        "--size",
+        "32",
+        "--baselines",
+        "fbp",
+        "--prior",
+        arg(&card),
+        "-o",
+        arg(&dir.path().join("a")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'fbp' does not apply to MR"), "{stderr}");
+
+    // A CT prior for an MR case.
+    let out = dps_recon(&[
+        "--source",
+        "shepp-logan",
+        "--size",
+        "32",
+        "--prior",
+        arg(&card),
+        "-o",
+        arg(&dir.path().join("b")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is for HU images, the case is MR"),
+        "{stderr}"
+    );
+}

@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
-# `make demo`: reconstructs the demo cases on the CPU and says where the output went.
-# Until the DICOM pipeline lands this is the phantom/operator demo: a Shepp–Logan
-# phantom, sparse-view CT (FBP vs TV) and 4x 8-coil MRI (zero-filled vs CG-SENSE).
+# `make demo`: reconstructs the two bundled sample cases (sample_data/) on the CPU
+# with the fast presets, writes DICOM series, scores DPS against the baselines on the
+# ground truth, and says where everything went.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/dps-recon}
 out=out/demo
 mkdir -p "$out"
-"$bin" phantom --size 256 -o "$out/shepp_logan.png"
-echo "phantom: $out/shepp_logan.png"
-cargo run --quiet --release --example demo -- "$out"
+
+# case | fast preset | prior card
+cases=(
+    "mri-brain-4x|mri-cartesian-4x-fast|models/brain-t1-128/brain-t1-128.json"
+    "ct-shepp-logan-sparse|ct-sparse-view-fast|models/ct-phantom-128/ct-phantom-128.json"
+)
+for entry in "${cases[@]}"; do
+    IFS='|' read -r case preset card <<<"$entry"
+    if [ ! -f "$card" ]; then
+        echo "skipping $case: prior $card is not trained yet (see docs/priors.md)"
+        continue
+    fi
+    echo "== $case: dps-recon run --pipeline $preset"
+    "$bin" --device cpu -q run --pipeline "$preset" "sample_data/$case/raw" -o "$out/series"
+    echo "== $case: dps-recon validate (same sampler settings as the preset)"
+    zeta=$(sed -n 's/^zeta *= *\([0-9.e+-]*\).*/\1/p' "pipelines/$preset.toml")
+    "$bin" --device cpu -q validate --case "sample_data/$case" --prior "$card" \
+        --steps 100 --eta 1.0 --zeta "$zeta" --samples 1 -o "$out/$case"
+done
+echo
+echo "DICOM series: $out/series/<study>/<series>/ (dps/, baselines, manifest.json)"
+echo "reports and montages: $out/<case>/report.md and $out/<case>/montage.png"

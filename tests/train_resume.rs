@@ -48,7 +48,10 @@ fn resumed_run_matches_uninterrupted_run() {
     let data = TrainingData::Phantoms(PhantomStyle::Mr);
     let straight = tempfile::tempdir().unwrap();
     let mut losses = Vec::new();
-    train(&config(straight.path(), 4), &data, &mut |_, l| losses.push(l)).unwrap();
+    train(&config(straight.path(), 4), &data, &mut |_, l| {
+        losses.push(l)
+    })
+    .unwrap();
     assert_eq!(losses.len(), 4);
     assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0));
 
@@ -87,6 +90,33 @@ fn checkpoint_with_another_seed_is_refused() {
     train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
     let mut other = config(dir.path(), 4);
     other.seed = 12;
-    let err = train(&other, &data, &mut |_, _| {}).err().unwrap().to_string();
-    assert!(err.contains("checkpoint.json") && err.contains("seed 11"), "{err}");
+    let err = train(&other, &data, &mut |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("checkpoint.json") && err.contains("seed 11"),
+        "{err}"
+    );
+}
+
+#[test]
+fn torn_checkpoint_is_detected() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = TrainingData::Phantoms(PhantomStyle::Mr);
+    let adam = dir.path().join("checkpoint-adam.safetensors");
+    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
+    let old = std::fs::read(&adam).unwrap();
+    train(&config(dir.path(), 4), &data, &mut |_, _| {}).unwrap();
+    // A kill between the two tensor files leaves the Adam moments of step 2.
+    std::fs::write(&adam, old).unwrap();
+    let err = train(&config(dir.path(), 6), &data, &mut |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("torn") && err.contains("checkpoint-adam"),
+        "{err}"
+    );
 }

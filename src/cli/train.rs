@@ -71,6 +71,17 @@ enum Arch {
     Small,
 }
 
+/// `arg` as one POSIX shell word: unchanged when it only has safe characters,
+/// else single-quoted.
+fn shell_quote(arg: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_./:=,+-@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(safe) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
 fn parse_range(s: &str) -> Result<(i64, i64), String> {
     let (a, b) = s
         .split_once('-')
@@ -112,7 +123,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         description: args.description.clone(),
         data_description,
         command: std::iter::once("dps-recon".to_string())
-            .chain(std::env::args().skip(1))
+            .chain(std::env::args().skip(1).map(|a| shell_quote(&a)))
             .collect::<Vec<_>>()
             .join(" "),
         out_dir: args.out.clone(),
@@ -227,5 +238,19 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
             "--data '{other}': expected nifti:PATH, phantoms:ct or phantoms:mr"
         ))
         .context("bad training data"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_only_what_the_shell_would_split() {
+        assert_eq!(shell_quote("--steps"), "--steps");
+        assert_eq!(shell_quote("nifti:/a/b.nii.gz"), "nifti:/a/b.nii.gz");
+        assert_eq!(shell_quote("two words"), "'two words'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 }

@@ -7,9 +7,12 @@
 //! thread count).
 //!
 //! Files in the output folder:
-//! - `checkpoint.safetensors` + `checkpoint.json`: weights, EMA weights and Adam
-//!   moments; the step reached and the seconds spent (written atomically every
-//!   `checkpoint_every` steps and at the end);
+//! - `checkpoint-weights.safetensors` (weights and EMA weights),
+//!   `checkpoint-adam.safetensors` (Adam moments) and `checkpoint.json` (the step
+//!   reached, the seconds spent): written atomically every `checkpoint_every` steps
+//!   and at the end, the JSON last; both tensor files record their step, so a
+//!   checkpoint torn by a kill is detected. Two files keep each under 20 MB for the
+//!   shipped priors;
 //! - `loss.csv`: `step,loss` (mean ε-MSE over each `log_every` window);
 //! - `<name>.safetensors` + `<name>.json`: the EMA weights and the model card.
 
@@ -170,31 +173,23 @@ pub fn train(
         .collect();
     let mut adam = Adam::new(&params, cfg.learning_rate);
 
-    let ckpt = cfg.out_dir.join("checkpoint.safetensors");
-    let ckpt_info = cfg.out_dir.join("checkpoint.json");
-    let (mut step, mut seconds) = (0u64, 0f64);
-    if ckpt.exists() {
-        let info: CheckpointInfo = serde_json::from_str(
-            &std::fs::read_to_string(&ckpt_info)
-                .with_context(|| format!("{}: cannot read", ckpt_info.display()))?,
-        )
-        .with_context(|| format!("{}: invalid checkpoint info", ckpt_info.display()))?;
+    let files = CheckpointFiles::in_dir(&cfg.out_dir);
+    let (mut step, mut seconds, mut last_loss) = (0u64, 0f64, f64::NAN);
+    if files.info.exists() {
+        let info = files.read_info()?;
         anyhow::ensure!(
             info.seed == cfg.seed,
             "{}: checkpoint was made with seed {}, not {}",
-            ckpt_info.display(),
+            files.info.display(),
             info.seed,
             cfg.seed
         );
-        let stored: BTreeMap<String, Tensor> = Tensor::read_safetensors(&ckpt)
-            .with_context(|| format!("{}: cannot read checkpoint", ckpt.display()))?
-            .into_iter()
-            .collect();
+        let stored = files.read_tensors(info.step)?;
         let get = |prefix: &str, name: &str| -> anyhow::Result<Tensor> {
             stored
                 .get(&format!("{prefix}/{name}"))
                 .map(|t| t.to_device(cfg.device))
-                .with_context(|| format!("{}: missing {prefix}/{name}", ckpt.display()))
+                .with_context(|| format!("{}: missing {prefix}/{name}", cfg.out_dir.display()))
         };
         tch::no_grad(|| -> anyhow::Result<()> {
             for (k, n) in names.iter().enumerate() {
@@ -205,9 +200,8 @@ pub fn train(
             }
             Ok(())
         })?;
-        step = info.step;
-        seconds = info.seconds;
-        tracing::info!(step, "resumed from {}", ckpt.display());
+        (step, seconds, last_loss) = (info.step, info.seconds, info.last_loss);
+        tracing::info!(step, "resumed from {}", files.info.display());
     }
 
     let mut log = std::fs::OpenOptions::new()
@@ -220,7 +214,6 @@ pub fn train(
 
     let started = Instant::now();
     let mut window = (0f64, 0u64);
-    let mut last_loss = f64::NAN;
     while step < cfg.steps {
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed ^ (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -263,10 +256,13 @@ pub fn train(
             window = (0.0, 0);
         }
         if step % cfg.checkpoint_every == 0 || step == cfg.steps {
-            let total = seconds + started.elapsed().as_secs_f64();
-            save_checkpoint(
-                &ckpt, &ckpt_info, &names, &params, &ema, &adam, step, total, last_loss, cfg.seed,
-            )?;
+            let info = CheckpointInfo {
+                step,
+                seconds: seconds + started.elapsed().as_secs_f64(),
+                last_loss,
+                seed: cfg.seed,
+            };
+            files.save(&names, &params, &ema, &adam, &info)?;
         }
     }
     seconds += started.elapsed().as_secs_f64();
@@ -352,36 +348,76 @@ fn draw_batch(cfg: &TrainConfig, data: &TrainingData, rng: &mut ChaCha8Rng) -> T
     (Tensor::stack(&crops, 0) * scale + offset).clamp(-1.0, 1.0)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn save_checkpoint(
-    path: &Path,
-    info_path: &Path,
-    names: &[String],
-    params: &[Tensor],
-    ema: &[Tensor],
-    adam: &Adam,
-    step: u64,
-    seconds: f64,
-    last_loss: f64,
-    seed: u64,
-) -> anyhow::Result<()> {
-    let mut named = Vec::with_capacity(4 * names.len());
-    for (k, n) in names.iter().enumerate() {
-        named.push((format!("model/{n}"), params[k].shallow_clone()));
-        named.push((format!("ema/{n}"), ema[k].shallow_clone()));
-        named.push((format!("adam_m/{n}"), adam.m[k].shallow_clone()));
-        named.push((format!("adam_v/{n}"), adam.v[k].shallow_clone()));
+/// The files of a training checkpoint in an output folder.
+struct CheckpointFiles {
+    weights: PathBuf,
+    adam: PathBuf,
+    info: PathBuf,
+}
+
+impl CheckpointFiles {
+    fn in_dir(dir: &Path) -> Self {
+        Self {
+            weights: dir.join("checkpoint-weights.safetensors"),
+            adam: dir.join("checkpoint-adam.safetensors"),
+            info: dir.join("checkpoint.json"),
+        }
     }
-    write_atomic(path, |p| Ok(Tensor::write_safetensors(&named, p)?))?;
-    let info = CheckpointInfo {
-        step,
-        seconds,
-        last_loss,
-        seed,
-    };
-    write_atomic(info_path, |p| {
-        Ok(std::fs::write(p, serde_json::to_string_pretty(&info)?)?)
-    })
+
+    fn read_info(&self) -> anyhow::Result<CheckpointInfo> {
+        let text = std::fs::read_to_string(&self.info)
+            .with_context(|| format!("{}: cannot read", self.info.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid checkpoint info", self.info.display()))
+    }
+
+    /// Both tensor files, checked to be of `step`.
+    fn read_tensors(&self, step: u64) -> anyhow::Result<BTreeMap<String, Tensor>> {
+        let mut all = BTreeMap::new();
+        for path in [&self.weights, &self.adam] {
+            let mut stored: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)
+                .with_context(|| format!("{}: cannot read checkpoint", path.display()))?
+                .into_iter()
+                .collect();
+            let found = stored.remove("step").map(|t| t.int64_value(&[]));
+            anyhow::ensure!(
+                found == Some(step as i64),
+                "{}: holds step {found:?} but checkpoint.json says {step} (a torn checkpoint)",
+                path.display()
+            );
+            all.extend(stored);
+        }
+        Ok(all)
+    }
+
+    fn save(
+        &self,
+        names: &[String],
+        params: &[Tensor],
+        ema: &[Tensor],
+        adam: &Adam,
+        info: &CheckpointInfo,
+    ) -> anyhow::Result<()> {
+        let step = ("step".to_string(), Tensor::from(info.step as i64));
+        let group = |a: (&str, &[Tensor]), b: (&str, &[Tensor])| {
+            let mut named = vec![(step.0.clone(), step.1.shallow_clone())];
+            for (prefix, tensors) in [a, b] {
+                for (n, t) in names.iter().zip(tensors) {
+                    named.push((format!("{prefix}/{n}"), t.shallow_clone()));
+                }
+            }
+            named
+        };
+        let weights = group(("model", params), ("ema", ema));
+        let moments = group(("adam_m", &adam.m), ("adam_v", &adam.v));
+        write_atomic(&self.weights, |p| {
+            Ok(Tensor::write_safetensors(&weights, p)?)
+        })?;
+        write_atomic(&self.adam, |p| Ok(Tensor::write_safetensors(&moments, p)?))?;
+        write_atomic(&self.info, |p| {
+            Ok(std::fs::write(p, serde_json::to_string_pretty(info)?)?)
+        })
+    }
 }
 
 /// Writes through `write` to a temporary file beside `path`, then renames it.

@@ -80,6 +80,7 @@ pub struct TrainingRecord {
     pub steps: u64,
     pub batch_size: i64,
     pub learning_rate: f64,
+    /// Largest EMA decay; each step uses min(ema_decay, (1 + k)/(10 + k)).
     pub ema_decay: f64,
     pub seed: u64,
     /// Mean ε-MSE over the last logged window.

@@ -64,7 +64,11 @@ pub fn write_png(image: &Tensor, window: Window, path: &Path) -> anyhow::Result<
 /// Writes panels side by side (each `[H, W]` with its own window; all the same
 /// height) separated by 4 black columns, as one PNG.
 pub fn write_montage(panels: &[(Tensor, Window)], path: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(!panels.is_empty(), "cannot write {}: no panels", path.display());
+    anyhow::ensure!(
+        !panels.is_empty(),
+        "cannot write {}: no panels",
+        path.display()
+    );
     let h = panels[0].0.size()[0];
     let mut parts = Vec::with_capacity(2 * panels.len());
     for (k, (img, window)) in panels.iter().enumerate() {

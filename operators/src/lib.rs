@@ -15,9 +15,9 @@
 
 pub mod op;
 
+pub mod coils;
 pub mod fft;
 pub mod masks;
-pub mod coils;
 pub mod mri;
 
 pub mod ct;

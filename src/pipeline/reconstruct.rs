@@ -222,7 +222,11 @@ pub fn reconstruct_dps(
         &mut |i, _| progress(total - i, total),
     );
     let _guard = tch::no_grad_guard();
-    let scale = if problem.modality == Modality::Mri { mri_scale } else { 1.0 };
+    let scale = if problem.modality == Modality::Mri {
+        mri_scale
+    } else {
+        1.0
+    };
     let samples = problem.to_output_units(&(to_operator(&x0) * scale));
     let (mean, std) = posterior_stats(&samples, n);
     Ok(Reconstruction { mean, std })

@@ -343,7 +343,13 @@ mod tests {
         let e = timestep_embedding(&Tensor::from_slice(&[0i64, 1, 500]), 16, Kind::Double);
         assert_eq!(e.size(), [3, 16]);
         // t = 0: cos terms 1, sin terms 0.
-        assert!((e.get(0).narrow(0, 0, 8) - 1.0).abs().max().double_value(&[]) < 1e-12);
+        assert!(
+            (e.get(0).narrow(0, 0, 8) - 1.0)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-12
+        );
         assert!(e.get(0).narrow(0, 8, 8).abs().max().double_value(&[]) < 1e-12);
         let d = (e.get(1) - e.get(2)).norm().double_value(&[]);
         assert!(d > 1.0, "embeddings of t = 1 and t = 500 too close: {d}");

@@ -97,7 +97,6 @@ fi
 
 rate() { echo "scale=0; $1 / $2" | bc -l; }
 ratio() { echo "scale=2; $best_py / $1" | bc -l; }
-cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1)
 
 cat <<EOF
 ## DICOM header scan ($n files)
@@ -116,6 +115,4 @@ $(printf '%.2f' "$startup") s for one file) and writing one JSON line per file.
 | dps-recon \`scan_folder\` (in process) | $n | $(printf '%.3f' "$best_scan") | $(rate "$n" "$best_scan") | $(ratio "$best_scan")× |
 | \`dps-recon inspect --json DIR\` (whole process) | $n | $(printf '%.3f' "$best_ours") | $(rate "$n" "$best_ours") | $(ratio "$best_ours")× |
 | pydicom $py_version \`dcmread(stop_before_pixels=True)\` (in process) | $n | $(printf '%.3f' "$best_py") | $(rate "$n" "$best_py") | 1.00× |
-
-Machine: ${cpu:-unknown CPU}, $(nproc) cores.
 EOF

@@ -13,10 +13,13 @@ cases=(
     "mri-brain-4x|mri-cartesian-4x-fast|models/brain-t1-128/brain-t1-128.json"
     "ct-shepp-logan-sparse|ct-sparse-view-fast|models/ct-phantom-128/ct-phantom-128.json"
 )
+skipped=0
+ran=0
 for entry in "${cases[@]}"; do
     IFS='|' read -r case preset card <<<"$entry"
     if [ ! -f "$card" ]; then
-        echo "skipping $case: prior $card is not trained yet (see docs/priors.md)"
+        echo "skipping DPS on $case: prior $card is not trained yet (see docs/priors.md)"
+        skipped=1
         continue
     fi
     echo "== $case: dps-recon run --pipeline $preset"
@@ -25,7 +28,14 @@ for entry in "${cases[@]}"; do
     zeta=$(sed -n 's/^zeta *= *\([0-9.e+-]*\).*/\1/p' "pipelines/$preset.toml")
     "$bin" --device cpu -q validate --case "sample_data/$case" --prior "$card" \
         --steps 100 --eta 1.0 --zeta "$zeta" --samples 1 -o "$out/$case"
+    ran=1
 done
-echo
-echo "DICOM series: $out/series/<study>/<series>/ (dps/, baselines, manifest.json)"
-echo "reports and montages: $out/<case>/report.md and $out/<case>/montage.png"
+if [ "$skipped" = 1 ]; then
+    echo "== classical baselines on a Shepp–Logan phantom (CT FBP vs TV, MRI zero-filled vs CG-SENSE)"
+    cargo run --quiet --release --example demo -- "$out/baselines"
+fi
+if [ "$ran" = 1 ]; then
+    echo
+    echo "DICOM series: $out/series/<study>/<series>/ (dps/, baselines, manifest.json)"
+    echo "reports and montages: $out/<case>/report.md and $out/<case>/montage.png"
+fi

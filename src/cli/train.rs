@@ -6,16 +6,20 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
+use dps_recon::dicom::{read_series, scan_folder, ReadLimits};
 use dps_recon::phantom::PhantomStyle;
 use dps_recon::prior::train::{train, TrainConfig, TrainingData};
 use dps_recon::prior::{BetaSchedule, IntensityMap, UNetConfig};
-use dps_recon::volume::Volume;
+use dps_recon::volume::{square_resample, Volume};
 use indicatif::{ProgressBar, ProgressStyle};
+use tch::Tensor;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Training data: `nifti:PATH` (axial slices of a volume), `phantoms:ct` or
-    /// `phantoms:mr` (fresh random-ellipse phantoms for every image).
+    /// Training data: `nifti:PATH` (axial slices of a volume), `dicom:DIR` (every
+    /// frame of the CT or MR image series under DIR; CT in HU, MR scaled per series
+    /// so that its 99.9th percentile is 0.8), `phantoms:ct` or `phantoms:mr` (fresh
+    /// random-ellipse phantoms for every image).
     #[arg(long)]
     data: String,
     /// With nifti data: axial slice indices z never used for training, `A-B`
@@ -219,6 +223,9 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
         );
         return Ok((TrainingData::Images(images), "MR", (0.0, 1.0), description));
     }
+    if let Some(dir) = args.data.strip_prefix("dicom:") {
+        return load_dicom(dir, args.size);
+    }
     match args.data.as_str() {
         "phantoms:ct" => Ok((
             TrainingData::Phantoms(PhantomStyle::Ct),
@@ -235,10 +242,86 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
             "random-ellipse MR phantoms (style Mr), a fresh seeded phantom per image".into(),
         )),
         other => Err(anyhow::anyhow!(
-            "--data '{other}': expected nifti:PATH, phantoms:ct or phantoms:mr"
+            "--data '{other}': expected nifti:PATH, dicom:DIR, phantoms:ct or phantoms:mr"
         ))
         .context("bad training data"),
     }
+}
+
+/// Every frame of the CT or MR image series under `dir`, square-resampled to
+/// `size`; series that are not images (e.g. raw data) are skipped with a warning.
+fn load_dicom(
+    dir: &str,
+    size: i64,
+) -> anyhow::Result<(TrainingData, &'static str, (f64, f64), String)> {
+    let limits = ReadLimits::default();
+    let report = scan_folder(dir.as_ref(), limits);
+    for e in &report.errors {
+        tracing::warn!("{}: skipped: {}", e.path.display(), e.error);
+    }
+    let (mut images, mut modality, mut used) = (Vec::new(), None::<String>, 0usize);
+    for group in report.series() {
+        let series = match read_series(&group.files, limits) {
+            Ok(series) => series,
+            Err(e) => {
+                tracing::warn!("series {}: skipped: {e}", group.series_instance_uid);
+                continue;
+            }
+        };
+        let m = group.modality.to_ascii_uppercase();
+        anyhow::ensure!(
+            m == "CT" || m == "MR",
+            "{dir}: series {} has modality '{m}'; only CT and MR train a prior",
+            group.series_instance_uid
+        );
+        if let Some(first) = &modality {
+            anyhow::ensure!(
+                *first == m,
+                "{dir}: mixes {first} and {m} series; train one modality at a time"
+            );
+        }
+        modality = Some(m.clone());
+        let frames: Vec<Tensor> = series
+            .frames
+            .iter()
+            .map(|f| {
+                let img = Tensor::from_slice(&f.pixels).view([f.rows as i64, f.cols as i64]);
+                square_resample(&img, size)
+            })
+            .collect();
+        let scale = if m == "MR" {
+            let all = Tensor::stack(&frames, 0)
+                .flatten(0, -1)
+                .to_kind(tch::Kind::Double);
+            let q = all
+                .quantile_scalar(0.999, None, false, "linear")
+                .double_value(&[]);
+            anyhow::ensure!(
+                q > 0.0,
+                "{dir}: series {} is empty",
+                group.series_instance_uid
+            );
+            0.8 / q
+        } else {
+            1.0
+        };
+        images.extend(frames.into_iter().map(|f| f * scale));
+        used += 1;
+    }
+    let Some(modality) = modality else {
+        anyhow::bail!("{dir}: no CT or MR image series found");
+    };
+    let description = format!(
+        "{dir}: {} frames of {used} {modality} image series, zero-padded to square, resampled to {size}²{}",
+        images.len(),
+        if modality == "MR" { ", each series scaled so its 99.9th percentile is 0.8" } else { ", in HU" }
+    );
+    let (unit, range) = if modality == "CT" {
+        ("HU", (-1000.0, 1500.0))
+    } else {
+        ("MR", (0.0, 1.0))
+    };
+    Ok((TrainingData::Images(images), unit, range, description))
 }
 
 #[cfg(test)]

@@ -1,0 +1,82 @@
+//! `dps-recon train --data dicom:DIR` trains on the image series under DIR (raw
+//! data beside them is skipped) and records what it used in the model card.
+
+use std::process::Command;
+
+use dps_recon::prior::ModelCard;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+}
+
+#[test]
+fn trains_on_a_dicom_image_series_and_skips_raw_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("case");
+    let status = bin()
+        .args([
+            "--device",
+            "cpu",
+            "-q",
+            "simulate",
+            "--source",
+            "shepp-logan-hu",
+        ])
+        .args(["--modality", "ct", "--size", "32", "--views", "8", "-o"])
+        .arg(&case)
+        .status()
+        .unwrap();
+    assert!(status.success(), "simulate failed");
+
+    let out = dir.path().join("prior");
+    let status = bin()
+        .args([
+            "--device", "cpu", "-q", "train", "--arch", "tiny", "--size", "16",
+        ])
+        .args([
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--log-every",
+            "1",
+            "--name",
+            "t",
+        ])
+        .arg(format!("--data=dicom:{}", case.display()))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "train failed");
+    let card = ModelCard::read(&out.join("t.json")).unwrap();
+    assert_eq!(card.intensity.unit, "HU");
+    assert_eq!(
+        (card.intensity.physical_min, card.intensity.physical_max),
+        (-1000.0, 1500.0)
+    );
+    let record = card.training.unwrap();
+    assert!(
+        record.data.contains("1 frames of 1 CT image series"),
+        "{}",
+        record.data
+    );
+    assert_eq!(record.steps, 2);
+    assert!(record.command.starts_with("dps-recon ") && record.command.contains("dicom:"));
+
+    // A folder with no image series is a clear error.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = bin()
+        .args([
+            "--device", "cpu", "train", "--arch", "tiny", "--size", "16", "--name", "t",
+        ])
+        .arg(format!("--data=dicom:{}", empty.display()))
+        .arg("--out")
+        .arg(dir.path().join("p2"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("no CT or MR image series found"), "{err}");
+}

@@ -118,20 +118,22 @@ fn folder_scan_groups_series_and_reports_unreadable_files() {
         "{errors:?}"
     );
 
-    let groups = report.series();
+    let grouping = report.series();
+    assert!(grouping.duplicates.is_empty(), "{:?}", grouping.duplicates);
+    let groups = grouping.series;
     assert_eq!(groups.len(), 4);
     let a = groups
         .iter()
-        .find(|g| g.files.first() == series_a.first())
+        .find(|g| g.paths().first() == series_a.first())
         .expect("series a");
-    assert_eq!(a.files, series_a);
+    assert_eq!(a.paths(), series_a);
     assert_eq!(a.modality, "CT");
     assert_eq!(a.study_instance_uid, mri_raw.context.study_instance_uid);
     let raw = groups
         .iter()
         .find(|g| g.series_instance_uid == mri_raw.context.series_instance_uid)
         .expect("raw MRI series");
-    assert_eq!(raw.files, [root.join("raw/mri.dcm")]);
+    assert_eq!(raw.paths(), [root.join("raw/mri.dcm")]);
     assert_eq!(raw.modality, "MR");
 
     let summary = scan_file(&root.join("raw/ct.dcm"), ReadLimits::default())

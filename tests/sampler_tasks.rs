@@ -11,26 +11,12 @@ use dps_operators::kernels::{gaussian_kernel, motion_blur_kernel};
 use dps_operators::phase_retrieval::PhaseRetrieval;
 use dps_operators::super_resolution::SuperResolution;
 use dps_operators::Operator;
-use dps_recon::prior::{BetaSchedule, EpsModel, Schedule};
+use dps_recon::prior::gaussian::GaussianPrior;
+use dps_recon::prior::{BetaSchedule, Schedule};
 use dps_recon::sampler::{DataTerm, DpsConfig, DpsSampler, Likelihood, Update};
 use tch::{Device, Kind, Tensor};
 
-/// The exact ε-model of the prior x_0 ~ N(μ, s² I).
-struct GaussianPrior {
-    mu: f64,
-    s2: f64,
-    schedule: Schedule,
-}
-
-impl EpsModel for GaussianPrior {
-    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        let ab = self.schedule.alphas_cumprod[t.int64_value(&[0]) as usize];
-        let x0 =
-            (x - ab.sqrt() * self.mu) * (ab.sqrt() * self.s2 / (ab * self.s2 + 1.0 - ab)) + self.mu;
-        (x - x0 * ab.sqrt()) / (1.0 - ab).sqrt()
-    }
-}
-
+/// ‖y − A(x̂)‖ after DPS with the Gaussian prior N(0, 0.25 I).
 fn misfit(op: &dyn Operator, y: &Tensor, zeta: f64) -> f64 {
     let schedule = Schedule::new(&BetaSchedule::default());
     let prior = GaussianPrior {

@@ -21,6 +21,7 @@
 //! of a 3-D acquisition.
 
 use std::ops::Range;
+use std::str::FromStr;
 
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -55,6 +56,42 @@ pub enum MaskError {
     Unreachable { target: f64, achieved: f64 },
 }
 
+/// The sampling pattern of a [`MaskSpec`], named in presets and on the command line
+/// `random-lines`, `equispaced-lines` or `poisson-disc` (or `random`, `equispaced`,
+/// `poisson` for short).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskPattern {
+    RandomLines,
+    EquispacedLines,
+    PoissonDisc,
+}
+
+impl MaskPattern {
+    /// The pattern's name, as [`FromStr`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RandomLines => "random-lines",
+            Self::EquispacedLines => "equispaced-lines",
+            Self::PoissonDisc => "poisson-disc",
+        }
+    }
+}
+
+impl FromStr for MaskPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "random-lines" | "random" => Ok(Self::RandomLines),
+            "equispaced-lines" | "equispaced" => Ok(Self::EquispacedLines),
+            "poisson-disc" | "poisson" => Ok(Self::PoissonDisc),
+            _ => Err(format!(
+                "unknown mask {s:?}: expected random-lines, equispaced-lines or poisson-disc"
+            )),
+        }
+    }
+}
+
 /// A sampling-mask recipe, independent of the image size and the seed (e.g. read from
 /// a TOML preset). `acceleration` and `center_fraction` follow the module-level
 /// definitions.
@@ -80,6 +117,24 @@ pub enum MaskSpec {
 }
 
 impl MaskSpec {
+    /// The recipe of `pattern` at `acceleration` with `center_fraction`.
+    pub fn new(pattern: MaskPattern, acceleration: f64, center_fraction: f64) -> Self {
+        match pattern {
+            MaskPattern::RandomLines => Self::RandomLines {
+                acceleration,
+                center_fraction,
+            },
+            MaskPattern::EquispacedLines => Self::EquispacedLines {
+                acceleration,
+                center_fraction,
+            },
+            MaskPattern::PoissonDisc => Self::PoissonDisc {
+                acceleration,
+                center_fraction,
+            },
+        }
+    }
+
     /// Builds the mask for an `height × width` k-space: CPU `f32` `[height, width]`.
     pub fn generate(&self, height: usize, width: usize, seed: u64) -> Result<Tensor, MaskError> {
         match *self {
@@ -438,5 +493,39 @@ impl PoissonGrid {
                 !mask[y * w + x] || dy * dy + dx * dx >= 1.0
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_parse_by_name_and_short_name() {
+        for (names, pattern) in [
+            (["random-lines", "random"], MaskPattern::RandomLines),
+            (
+                ["equispaced-lines", "equispaced"],
+                MaskPattern::EquispacedLines,
+            ),
+            (["poisson-disc", "poisson"], MaskPattern::PoissonDisc),
+        ] {
+            for name in names {
+                assert_eq!(name.parse::<MaskPattern>(), Ok(pattern));
+            }
+            assert_eq!(pattern.name(), names[0]);
+        }
+        let err = "spiral".parse::<MaskPattern>().unwrap_err();
+        assert!(
+            err.contains("\"spiral\"") && err.contains("poisson-disc"),
+            "{err}"
+        );
+        assert_eq!(
+            MaskSpec::new(MaskPattern::PoissonDisc, 6.0, 0.1),
+            MaskSpec::PoissonDisc {
+                acceleration: 6.0,
+                center_fraction: 0.1
+            }
+        );
     }
 }

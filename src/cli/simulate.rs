@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, ensure, Context as _};
 use clap::ValueEnum;
 use dps_operators::ct::BeamGeometry;
-use dps_operators::masks::MaskSpec;
+use dps_operators::masks::{MaskPattern, MaskSpec};
 use dps_recon::dicom::ImageModality;
 use dps_recon::pipeline::simulate::{
     modality_str, simulate, write_simulation, Acquisition, CtAcquisition, CtNoise, MriAcquisition,
@@ -59,9 +59,10 @@ pub struct SimulationArgs {
     #[arg(long, help_heading = "MR")]
     pub coils: Option<usize>,
 
-    /// MR: sampling mask [default: random].
-    #[arg(long, value_enum, help_heading = "MR")]
-    pub mask: Option<MaskKind>,
+    /// MR: sampling mask: random-lines, equispaced-lines or poisson-disc (random,
+    /// equispaced, poisson for short) [default: random-lines].
+    #[arg(long, help_heading = "MR")]
+    pub mask: Option<MaskPattern>,
 
     /// MR: nominal acceleration R [default: 4].
     #[arg(long, help_heading = "MR")]
@@ -106,16 +107,6 @@ pub struct SimulationArgs {
 pub enum ModalityArg {
     Mr,
     Ct,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum MaskKind {
-    /// Random phase-encode lines plus the centre.
-    Random,
-    /// Equispaced phase-encode lines plus the centre.
-    Equispaced,
-    /// 2-D variable-density Poisson disc plus a centre block.
-    Poisson,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -178,20 +169,11 @@ impl SimulationArgs {
                 let center_fraction = self.acs.unwrap_or(0.08);
                 Acquisition::Mri(MriAcquisition {
                     coils: self.coils.unwrap_or(8),
-                    mask: match self.mask.unwrap_or(MaskKind::Random) {
-                        MaskKind::Random => MaskSpec::RandomLines {
-                            acceleration,
-                            center_fraction,
-                        },
-                        MaskKind::Equispaced => MaskSpec::EquispacedLines {
-                            acceleration,
-                            center_fraction,
-                        },
-                        MaskKind::Poisson => MaskSpec::PoissonDisc {
-                            acceleration,
-                            center_fraction,
-                        },
-                    },
+                    mask: MaskSpec::new(
+                        self.mask.unwrap_or(MaskPattern::RandomLines),
+                        acceleration,
+                        center_fraction,
+                    ),
                     noise_sigma: sigma,
                     store_sensitivities: self.with_sensitivities,
                 })

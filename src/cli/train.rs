@@ -260,8 +260,16 @@ fn load_dicom(
         tracing::warn!("{}: skipped: {}", e.path.display(), e.error);
     }
     let (mut images, mut modality, mut used) = (Vec::new(), None::<String>, 0usize);
-    for group in report.series() {
-        let series = match read_series(&group.files, limits) {
+    let grouping = report.series();
+    for d in &grouping.duplicates {
+        tracing::warn!(
+            "{}: skipped: duplicate of {} (same SOPInstanceUID)",
+            d.path.display(),
+            d.first.display()
+        );
+    }
+    for group in grouping.series {
+        let series = match read_series(&group.paths(), limits) {
             Ok(series) => series,
             Err(e) => {
                 tracing::warn!("series {}: skipped: {e}", group.series_instance_uid);

@@ -50,6 +50,6 @@ pub use raw::{
     MriKspace, RawMeasurement,
 };
 pub use scan::{
-    inspect_file, scan_bytes, scan_file, scan_folder, summarize, FileKind, FileSummary, Inspection,
-    ScanError, ScanReport, SeriesGroup,
+    group_series, inspect_file, scan_bytes, scan_file, scan_folder, summarize, Duplicate, FileKind,
+    FileSummary, Inspection, ScanError, ScanReport, SeriesGroup, SeriesGrouping,
 };

@@ -182,8 +182,79 @@ pub struct SeriesGroup {
     pub series_instance_uid: String,
     /// Modality of the first file.
     pub modality: String,
-    /// Files, by InstanceNumber then path.
-    pub files: Vec<PathBuf>,
+    /// Files with their header summaries, by InstanceNumber (absent last), then path.
+    pub files: Vec<(PathBuf, FileSummary)>,
+}
+
+impl SeriesGroup {
+    /// The files' paths, in the group's order.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|(p, _)| p.clone()).collect()
+    }
+}
+
+/// A file left out of its series because an earlier file of the same series has
+/// its SOPInstanceUID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Duplicate {
+    pub path: PathBuf,
+    /// The file kept.
+    pub first: PathBuf,
+    pub sop_instance_uid: String,
+}
+
+/// Files grouped into series by [`group_series`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SeriesGrouping {
+    /// By (StudyInstanceUID, SeriesInstanceUID).
+    pub series: Vec<SeriesGroup>,
+    /// Files left out as duplicates, in input order.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// Groups `files` by (StudyInstanceUID, SeriesInstanceUID), in UID order, with
+/// each series' files by InstanceNumber (absent last), then path. A file with the
+/// SOPInstanceUID of an earlier file (in input order) of its series is left out
+/// and listed as a duplicate.
+pub fn group_series(files: impl IntoIterator<Item = (PathBuf, FileSummary)>) -> SeriesGrouping {
+    let mut groups: BTreeMap<(String, String), Vec<(PathBuf, FileSummary)>> = BTreeMap::new();
+    let mut duplicates = Vec::new();
+    for (path, summary) in files {
+        let key = (
+            summary.study_instance_uid.clone(),
+            summary.series_instance_uid.clone(),
+        );
+        let members = groups.entry(key).or_default();
+        if let Some((first, _)) = members
+            .iter()
+            .find(|(_, s)| s.sop_instance_uid == summary.sop_instance_uid)
+        {
+            duplicates.push(Duplicate {
+                first: first.clone(),
+                path,
+                sop_instance_uid: summary.sop_instance_uid,
+            });
+            continue;
+        }
+        members.push((path, summary));
+    }
+    let series = groups
+        .into_iter()
+        .map(|((study, series), mut files)| {
+            files.sort_by(|a, b| {
+                let ka = (a.1.instance_number.unwrap_or(i64::MAX), &a.0);
+                let kb = (b.1.instance_number.unwrap_or(i64::MAX), &b.0);
+                ka.cmp(&kb)
+            });
+            SeriesGroup {
+                study_instance_uid: study,
+                series_instance_uid: series,
+                modality: files[0].1.modality.clone(),
+                files,
+            }
+        })
+        .collect();
+    SeriesGrouping { series, duplicates }
 }
 
 /// Scans `root` recursively (symbolic links are not followed), reading headers
@@ -218,32 +289,8 @@ pub fn scan_folder(root: &Path, limits: ReadLimits) -> ScanReport {
 }
 
 impl ScanReport {
-    /// The DICOM files grouped by (StudyInstanceUID, SeriesInstanceUID), in
-    /// UID order; files by InstanceNumber (absent last), then path.
-    pub fn series(&self) -> Vec<SeriesGroup> {
-        let mut groups: BTreeMap<(&str, &str), Vec<&(PathBuf, FileSummary)>> = BTreeMap::new();
-        for file in &self.files {
-            let key = (
-                file.1.study_instance_uid.as_str(),
-                file.1.series_instance_uid.as_str(),
-            );
-            groups.entry(key).or_default().push(file);
-        }
-        groups
-            .into_iter()
-            .map(|((study, series), mut files)| {
-                files.sort_by(|a, b| {
-                    let ka = (a.1.instance_number.unwrap_or(i64::MAX), &a.0);
-                    let kb = (b.1.instance_number.unwrap_or(i64::MAX), &b.0);
-                    ka.cmp(&kb)
-                });
-                SeriesGroup {
-                    study_instance_uid: study.to_owned(),
-                    series_instance_uid: series.to_owned(),
-                    modality: files[0].1.modality.clone(),
-                    files: files.into_iter().map(|f| f.0.clone()).collect(),
-                }
-            })
-            .collect()
+    /// The DICOM files grouped into series, see [`group_series`].
+    pub fn series(&self) -> SeriesGrouping {
+        group_series(self.files.iter().cloned())
     }
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use dps_operators::ct::FbpFilter;
-use dps_operators::masks::MaskSpec;
+use dps_operators::masks::{MaskPattern, MaskSpec};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
@@ -321,7 +321,7 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 struct AcquisitionTable {
     // MR
-    mask: Option<MaskName>,
+    mask: Option<String>,
     acceleration: Option<f64>,
     center_fraction: Option<f64>,
     // CT
@@ -329,14 +329,6 @@ struct AcquisitionTable {
     views: Option<i64>,
     arc_deg: Option<f64>,
     blank_scan_counts: Option<f64>,
-}
-
-#[derive(Clone, Copy, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum MaskName {
-    EquispacedLines,
-    RandomLines,
-    PoissonDisc,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -633,20 +625,12 @@ fn resolve_acquisition(
                     format!("must be in [0, 1], got {center_fraction}"),
                 ));
             }
-            let mask = match a.mask.ok_or_else(|| missing("mask"))? {
-                MaskName::EquispacedLines => MaskSpec::EquispacedLines {
-                    acceleration,
-                    center_fraction,
-                },
-                MaskName::RandomLines => MaskSpec::RandomLines {
-                    acceleration,
-                    center_fraction,
-                },
-                MaskName::PoissonDisc => MaskSpec::PoissonDisc {
-                    acceleration,
-                    center_fraction,
-                },
-            };
+            let pattern: MaskPattern = a
+                .mask
+                .ok_or_else(|| missing("mask"))?
+                .parse()
+                .map_err(|e| ("acquisition.mask".to_string(), e))?;
+            let mask = MaskSpec::new(pattern, acceleration, center_fraction);
             Ok(Acquisition::Mr { mask })
         }
         PresetModality::Ct => {
@@ -1008,6 +992,12 @@ center_fraction = 0.08
                 "acceleration = 0.5",
                 "acquisition.acceleration",
                 "≥ 1, got 0.5",
+            ),
+            (
+                "mask = \"equispaced-lines\"",
+                "mask = \"spiral\"",
+                "acquisition.mask",
+                "unknown mask \"spiral\"",
             ),
             (
                 "center_fraction = 0.08",

@@ -26,7 +26,6 @@
 //! row index towards posterior: `−1\0\0\0\1\0`), centred in-plane, at z = index ·
 //! voxel height; DICOM frames keep their planes, adjusted to the resampled grid.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -623,16 +622,23 @@ fn dicom_slices(
 ) -> anyhow::Result<(Vec<TruthSlice>, InstanceContext)> {
     let limits = ReadLimits::default();
     let scan = scan_folder(dir, limits);
-    let image_files: HashSet<&PathBuf> = scan
-        .files
-        .iter()
-        .filter(|(_, s)| matches!(s.kind, FileKind::Image { .. }))
-        .map(|(p, _)| p)
-        .collect();
-    let images: Vec<_> = scan
-        .series()
+    let grouping = scan.series();
+    if let Some(d) = grouping.duplicates.first() {
+        bail!(
+            "{}: duplicate of {} (same SOPInstanceUID {})",
+            d.path.display(),
+            d.first.display(),
+            d.sop_instance_uid
+        );
+    }
+    let images: Vec<_> = grouping
+        .series
         .into_iter()
-        .filter(|g| g.files.iter().all(|f| image_files.contains(f)))
+        .filter(|g| {
+            g.files
+                .iter()
+                .all(|(_, s)| matches!(s.kind, FileKind::Image { .. }))
+        })
         .collect();
     let group = match images.as_slice() {
         [one] => one,
@@ -647,7 +653,7 @@ fn dicom_slices(
                 .join(", ")
         ),
     };
-    let series = read_series(&group.files, limits)
+    let series = read_series(&group.paths(), limits)
         .with_context(|| format!("{}: reading the image series", dir.display()))?;
     let wanted = match series.context.modality.as_str() {
         "MR" => ImageModality::Mr,

@@ -2,6 +2,7 @@
 //! training.
 
 pub mod card;
+pub mod gaussian;
 pub mod schedule;
 pub mod torchscript;
 pub mod train;

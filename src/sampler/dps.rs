@@ -173,27 +173,12 @@ pub fn tweedie(x_t: &Tensor, eps: &Tensor, alpha_bar: f64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prior::gaussian::GaussianPrior;
     use crate::prior::{BetaSchedule, UNetConfig, UNetPrior};
     use tch::Device;
 
     fn full_schedule() -> Schedule {
         Schedule::new(&BetaSchedule::default())
-    }
-
-    /// The exact ε-model of the prior x_0 ~ N(μ, s² I).
-    struct GaussianPrior {
-        mu: f64,
-        s2: f64,
-        schedule: Schedule,
-    }
-
-    impl EpsModel for GaussianPrior {
-        fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
-            let ab = self.schedule.alphas_cumprod[t.int64_value(&[0]) as usize];
-            let x0 = (x - ab.sqrt() * self.mu) * (ab.sqrt() * self.s2 / (ab * self.s2 + 1.0 - ab))
-                + self.mu;
-            (x - x0 * ab.sqrt()) / (1.0 - ab).sqrt()
-        }
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! From command-line inputs (files and folders) to series of raw measurements:
 //! header scans, classification of every file, grouping by study and series.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::dicom::{scan_file, FileKind, FileSummary, ReadLimits};
+use crate::dicom::{group_series, scan_file, FileKind, FileSummary, ReadLimits, SeriesGroup};
 
 /// A file that is not reconstructed, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -15,22 +15,11 @@ pub struct FileIssue {
     pub reason: String,
 }
 
-/// The raw files of one input series.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeriesInput {
-    pub study_instance_uid: String,
-    pub series_instance_uid: String,
-    /// Modality of the first file.
-    pub modality: String,
-    /// Files with their header summaries, by InstanceNumber (absent last), then path.
-    pub files: Vec<(PathBuf, FileSummary)>,
-}
-
 /// Everything found in the inputs.
 #[derive(Debug, Default)]
 pub struct Inventory {
     /// Series of raw measurements of the profile, by (study, series) UID.
-    pub series: Vec<SeriesInput>,
+    pub series: Vec<SeriesGroup>,
     /// Files that are not raw measurements (not DICOM, images, other objects,
     /// raw data of another program, duplicates): reported, not an error.
     pub skipped: Vec<FileIssue>,
@@ -105,50 +94,17 @@ pub fn collect(inputs: &[PathBuf], exclude: Option<&Path>, limits: ReadLimits) -
             }
         }
     }
-    inventory.series = group(raw, &mut inventory.skipped);
+    let grouping = group_series(raw);
+    inventory.series = grouping.series;
     inventory
-}
-
-/// Groups raw files by (StudyInstanceUID, SeriesInstanceUID); a second file with
-/// the SOPInstanceUID of an earlier one in the same series is skipped.
-fn group(raw: Vec<(PathBuf, FileSummary)>, skipped: &mut Vec<FileIssue>) -> Vec<SeriesInput> {
-    let mut groups: BTreeMap<(String, String), Vec<(PathBuf, FileSummary)>> = BTreeMap::new();
-    for (path, summary) in raw {
-        let key = (
-            summary.study_instance_uid.clone(),
-            summary.series_instance_uid.clone(),
-        );
-        let files = groups.entry(key).or_default();
-        if let Some((first, _)) = files
-            .iter()
-            .find(|(_, s)| s.sop_instance_uid == summary.sop_instance_uid)
-        {
-            skipped.push(FileIssue {
-                reason: format!(
-                    "duplicate of {} (same SOPInstanceUID {})",
-                    first.display(),
-                    summary.sop_instance_uid
-                ),
-                path,
-            });
-            continue;
-        }
-        files.push((path, summary));
-    }
-    groups
-        .into_iter()
-        .map(|((study, series), mut files)| {
-            files.sort_by(|a, b| {
-                let ka = (a.1.instance_number.unwrap_or(i64::MAX), &a.0);
-                let kb = (b.1.instance_number.unwrap_or(i64::MAX), &b.0);
-                ka.cmp(&kb)
-            });
-            SeriesInput {
-                study_instance_uid: study,
-                series_instance_uid: series,
-                modality: files[0].1.modality.clone(),
-                files,
-            }
-        })
-        .collect()
+        .skipped
+        .extend(grouping.duplicates.into_iter().map(|d| FileIssue {
+            reason: format!(
+                "duplicate of {} (same SOPInstanceUID {})",
+                d.first.display(),
+                d.sop_instance_uid
+            ),
+            path: d.path,
+        }));
+    inventory
 }

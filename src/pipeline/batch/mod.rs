@@ -28,7 +28,9 @@ use dps_operators::ct::FbpFilter;
 use serde::Serialize;
 use tch::Device;
 
-pub use inputs::{FileIssue, Inventory, SeriesInput};
+use crate::dicom::SeriesGroup;
+
+pub use inputs::{FileIssue, Inventory};
 pub use layout::{clean_stale, Cleanup, SeriesDirs, MANIFEST};
 pub use lock::{LockError, OutputLock};
 pub use manifest::{Manifest, SeriesStatus};
@@ -176,7 +178,7 @@ pub enum Action {
 /// A series and what the run will do with it.
 #[derive(Debug, Clone)]
 pub struct PlannedSeries {
-    pub input: SeriesInput,
+    pub input: SeriesGroup,
     pub dirs: SeriesDirs,
     pub action: Action,
 }
@@ -216,7 +218,7 @@ pub fn plan(recipe: &Recipe, options: &RunOptions) -> Plan {
     }
 }
 
-fn decide(recipe: &Recipe, input: &SeriesInput, dirs: &SeriesDirs, force: bool) -> Action {
+fn decide(recipe: &Recipe, input: &SeriesGroup, dirs: &SeriesDirs, force: bool) -> Action {
     if !dirs.fin.exists() {
         return Action::Reconstruct;
     }
@@ -503,7 +505,7 @@ fn publish_failure(dirs: &SeriesDirs, mut manifest: Manifest, reason: &str) -> a
 }
 
 /// The manifest before reconstruction: inputs from the headers, the recipe.
-fn base_manifest(recipe: &Recipe, options: &RunOptions, input: &SeriesInput) -> Manifest {
+fn base_manifest(recipe: &Recipe, options: &RunOptions, input: &SeriesGroup) -> Manifest {
     let preset = &recipe.preset;
     let s = &recipe.settings;
     Manifest {

@@ -19,8 +19,8 @@ use anyhow::Context as _;
 use dicom_dictionary_std::uids;
 use tch::{Device, Kind, Tensor};
 
-use super::inputs::SeriesInput;
 use super::manifest::{InputRecord, Manifest, OutputRecord, SliceRecord};
+use crate::dicom::SeriesGroup;
 use crate::dicom::{
     read_raw, write_series, CtDataType, ImageModality, ImageRole, InstanceRef, Measurement,
     OutputSlice, RawMeasurement, ReadLimits, SeriesSpec,
@@ -54,7 +54,7 @@ struct Slice {
 /// (DPS steps done, DPS steps in all) over the whole series.
 pub(crate) fn reconstruct_series(
     job: &Job<'_>,
-    input: &SeriesInput,
+    input: &SeriesGroup,
     dir: &Path,
     manifest: &mut Manifest,
     progress: &mut dyn FnMut(usize, usize),

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use dps_recon::pipeline::reconstruct::DpsSettings;
+use dps_recon::dicom::ImageModality;
+use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance};
 use dps_recon::pipeline::simulate::{simulate, write_simulation, SimulationConfig};
 use dps_recon::pipeline::validate::{
     case_files, case_modality, check_prior, default_baselines, fmt_number, load_case,
@@ -39,6 +40,12 @@ pub struct Args {
     /// 5 to 10 at 100).
     #[arg(long, default_value_t = 8.0)]
     pub zeta: f64,
+
+    /// What the guidance measures: plain (Algorithm 1's ‖y − A x̂₀‖) or ramp (CT:
+    /// the ramp-filtered residual, a preconditioned gradient) [default: ramp for CT,
+    /// plain for MR].
+    #[arg(long)]
+    pub guidance: Option<Guidance>,
 
     /// DDIM with this η (default: the ancestral DDPM step).
     #[arg(long)]
@@ -122,6 +129,9 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             eta: args.eta,
             samples: args.samples,
             seed: args.dps_seed,
+            guidance: args
+                .guidance
+                .unwrap_or(Guidance::default_for(modality == ImageModality::Ct)),
         },
     };
     let bar = ProgressBar::new((case.len() * args.steps) as u64);

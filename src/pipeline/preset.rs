@@ -14,7 +14,7 @@ use dps_operators::masks::{MaskPattern, MaskSpec};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
-use super::reconstruct::{Baseline, DpsSettings};
+use super::reconstruct::{Baseline, DpsSettings, Guidance};
 use crate::dicom::CtGeometry;
 
 /// Default CG-SENSE iterations.
@@ -176,6 +176,9 @@ pub struct Preset {
     pub zeta: f64,
     /// `None`: ancestral DDPM steps; `Some(η)`: DDIM with η ∈ [0, 1].
     pub eta: Option<f64>,
+    /// What the guidance measures (`sampler.guidance`, default ramp for CT, plain
+    /// for MR).
+    pub guidance: Guidance,
     /// Posterior samples per slice.
     pub samples: i64,
     /// Seed of the first slice batch (overridable by `--seed`).
@@ -227,6 +230,7 @@ struct SamplerTable {
     steps: i64,
     zeta: f64,
     eta: Option<f64>,
+    guidance: Option<String>,
     #[serde(default = "one")]
     samples: i64,
     #[serde(default)]
@@ -434,6 +438,16 @@ impl Preset {
                 return Err(err("sampler.eta", format!("must be in [0, 1], got {eta}")));
             }
         }
+        let guidance = match &s.guidance {
+            None => Guidance::default_for(modality == PresetModality::Ct),
+            Some(name) => name.parse().map_err(|e| err("sampler.guidance", e))?,
+        };
+        if guidance == Guidance::Ramp && modality != PresetModality::Ct {
+            return Err(err(
+                "sampler.guidance",
+                "ramp guidance is for CT data; MR takes plain".into(),
+            ));
+        }
         if s.samples < 1 {
             return Err(err(
                 "sampler.samples",
@@ -472,6 +486,7 @@ impl Preset {
             steps,
             zeta: s.zeta,
             eta: s.eta,
+            guidance,
             samples: s.samples,
             seed: s.seed,
             baselines,
@@ -488,6 +503,7 @@ impl Preset {
             eta: self.eta,
             samples: samples.unwrap_or(self.samples),
             seed: seed.unwrap_or(self.seed),
+            guidance: self.guidance,
         }
     }
 }
@@ -896,6 +912,7 @@ center_fraction = 0.08
             (p.steps, p.zeta, p.eta, p.samples, p.seed),
             (100, 8.0, Some(1.0), 2, 0)
         );
+        assert_eq!(p.guidance, Guidance::Plain);
         assert_eq!(
             p.baselines,
             vec![Baseline::ZeroFilled, Baseline::CgSense { iterations: 12 }]
@@ -994,6 +1011,18 @@ center_fraction = 0.08
                 "≥ 1, got 0.5",
             ),
             (
+                "zeta = 8.0",
+                "zeta = 8.0\nguidance = \"ramp\"",
+                "sampler.guidance",
+                "ramp guidance is for CT data",
+            ),
+            (
+                "zeta = 8.0",
+                "zeta = 8.0\nguidance = \"filtered\"",
+                "sampler.guidance",
+                "unknown guidance \"filtered\"",
+            ),
+            (
                 "mask = \"equispaced-lines\"",
                 "mask = \"spiral\"",
                 "acquisition.mask",
@@ -1072,6 +1101,9 @@ blank_scan_counts = 1e4
 "#;
         let p = parse(text).unwrap();
         assert_eq!(p.prior_card, Path::new("/abs/card.json"));
+        assert_eq!(p.guidance, Guidance::Ramp);
+        let plain = parse(&text.replace("zeta = 0.5", "zeta = 0.5\nguidance = \"plain\"")).unwrap();
+        assert_eq!(plain.guidance, Guidance::Plain);
         assert_eq!(p.eta, None);
         assert_eq!(p.samples, 1);
         assert_eq!(

@@ -637,6 +637,7 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
             "zeta": info.dps.zeta,
             "update": if info.dps.eta.is_some() { "ddim" } else { "ddpm" },
             "eta": info.dps.eta,
+            "guidance": info.dps.guidance.name(),
             "samples": info.dps.samples,
             "seed": info.dps.seed,
         },

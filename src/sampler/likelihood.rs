@@ -30,6 +30,8 @@ pub struct DataTerm<'a> {
     target: Tensor,
     /// Diagonal of Λ, shaped like `target`; `None` means Λ = I.
     weights: Option<Tensor>,
+    /// A linear filter `H` of the weighted residual (see [`DataTerm::with_filter`]).
+    filter: Option<&'a dyn Fn(&Tensor) -> Tensor>,
 }
 
 impl<'a> DataTerm<'a> {
@@ -55,6 +57,18 @@ impl<'a> DataTerm<'a> {
             op,
             target,
             weights,
+            filter: None,
+        }
+    }
+
+    /// Measures `‖H Λ^{1/2} (y − A(x))‖` instead: `H` (real, linear, applied to the
+    /// residual shaped like `y`) preconditions the guidance, e.g. the square root
+    /// of the ramp filter for CT ([`dps_operators::ct::SqrtRamp`]), whose gradient is
+    /// a filtered backprojection of the residual instead of a plain one.
+    pub fn with_filter(self, filter: &'a dyn Fn(&Tensor) -> Tensor) -> Self {
+        Self {
+            filter: Some(filter),
+            ..self
         }
     }
 
@@ -65,23 +79,28 @@ impl<'a> DataTerm<'a> {
         Self {
             target: rep(&self.target),
             weights: self.weights.as_ref().map(rep),
-            op: self.op,
+            ..self
         }
     }
 
-    /// `‖y − A(x)‖_Λ` for each batch element: f32 `[B]`, differentiable w.r.t. `x`.
+    /// `‖y − A(x)‖_Λ` (or `‖H Λ^{1/2} (y − A(x))‖` with a filter) for each batch
+    /// element: f32 `[B]`, differentiable w.r.t. `x`.
     pub fn distance(&self, x: &Tensor) -> Tensor {
         let r = &self.target - self.op.forward(x);
+        let r = match &self.weights {
+            Some(w) => r * w.sqrt(),
+            None => r,
+        };
+        let r = match self.filter {
+            Some(h) => h(&r),
+            None => r,
+        };
         let sq = if r.is_complex() {
             r.view_as_real()
                 .square()
                 .sum_dim_intlist(&[-1i64][..], false, None)
         } else {
             r.square()
-        };
-        let sq = match &self.weights {
-            Some(w) => sq * w,
-            None => sq,
         };
         let dims: Vec<i64> = (1..sq.dim() as i64).collect();
         // The tiny floor keeps the gradient of sqrt finite at an exact fit.
@@ -118,6 +137,24 @@ mod tests {
         assert!((d.double_value(&[0]) - norm).abs() < 1e-5);
         // ∇ ‖y − 2x‖ = −2 (y − 2x) / ‖y − 2x‖.
         let expect = &y * (-2.0 / norm);
+        assert!((g - expect).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn filtered_distance_and_gradient() {
+        // H = diag(1, 0, 0, 2) on the weighted residual of y = (1, 2, 3, 4), x = 0,
+        // Poisson weights 1 / 2y: H Λ^½ r = (1/√2, 0, 0, 2 · 4/√8) = (1/√2, 0, 0, √8).
+        let y = Tensor::from_slice(&[1f32, 2., 3., 4.]).reshape([1, 1, 2, 2]);
+        let x = Tensor::zeros([1, 1, 2, 2], (Kind::Float, tch::Device::Cpu));
+        let h_diag = Tensor::from_slice(&[1f32, 0., 0., 2.]).reshape([1, 1, 2, 2]);
+        let h = |r: &Tensor| r * &h_diag;
+        let term = DataTerm::new(&Double, &y, Likelihood::Poisson { floor: 0.5 }).with_filter(&h);
+        let (d, g) = grad_of(&term, &x);
+        let norm = 8.5f64.sqrt();
+        assert!((d.double_value(&[0]) - norm).abs() < 1e-5);
+        // ∇ = −2 Λ^½ H² Λ^½ r / d = −2 (1/2, 0, 0, 4 · 4/8) / d.
+        let expect =
+            Tensor::from_slice(&[0.5f32, 0., 0., 2.]).reshape([1, 1, 2, 2]) * (-2.0 / norm);
         assert!((g - expect).abs().max().double_value(&[]) < 1e-6);
     }
 

@@ -95,6 +95,6 @@ mod fbp;
 mod geometry;
 mod radon;
 
-pub use fbp::FbpFilter;
+pub use fbp::{FbpFilter, SqrtRamp};
 pub use geometry::{uniform_angles, BeamGeometry, CtGeometry, GeometryError};
 pub use radon::Radon;

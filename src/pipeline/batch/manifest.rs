@@ -117,6 +117,9 @@ pub struct Parameters {
     pub zeta: f64,
     /// `null`: DDPM steps; a number: DDIM with this η.
     pub eta: Option<f64>,
+    /// `plain` (Algorithm 1) or `ramp` (CT: ramp-filtered residual).
+    #[serde(default = "plain")]
+    pub guidance: String,
     pub samples: i64,
     /// Seed of the first batch; batch k (slices from index i) uses `seed + i`.
     pub seed: u64,
@@ -186,4 +189,8 @@ impl Manifest {
         uids.sort_unstable();
         uids
     }
+}
+
+fn plain() -> String {
+    "plain".into()
 }

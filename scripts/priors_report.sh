@@ -62,10 +62,12 @@ for row in $rows; do
         [[ $variant == fast ]] && p=$p-fast
         [[ $variant == full && ${SKIP_FULL:-0} == 1 ]] && continue
         eta=$(sampler_value "$p" eta)
+        guidance=$(sampler_value "$p" guidance | tr -d '"')
         echo "== $row: $p (steps $(sampler_value "$p" steps), zeta $(sampler_value "$p" zeta)${eta:+, eta $eta})"
         "$bin" --device cpu --threads "$threads" -q validate --case "$case_dir" \
             --prior "$(card_of "$p")" --steps "$(sampler_value "$p" steps)" \
-            --zeta "$(sampler_value "$p" zeta)" ${eta:+--eta "$eta"} --samples 1 \
+            --zeta "$(sampler_value "$p" zeta)" ${eta:+--eta "$eta"} \
+            ${guidance:+--guidance "$guidance"} --samples 1 \
             -o "$out/$row/$variant"
     done
 done

@@ -479,6 +479,7 @@ fn mri_series_end_to_end_resume_force_and_refusal() {
     assert_eq!(m["preset"]["name"], "mr-test");
     assert_eq!(m["modality"], "MR");
     let p = &m["parameters"];
+    assert_eq!(p["guidance"], "plain");
     assert_eq!(
         (
             &p["steps"],
@@ -741,6 +742,7 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
     let kinds = ["dps", "uncertainty", "fbp", "tv"];
     let m = check_done_series(&out.join(&a.study).join(&a.series), &raws_a, &kinds, &card);
     assert_eq!(m["parameters"]["likelihood_used"], "gaussian");
+    assert_eq!(m["parameters"]["guidance"], "ramp");
     assert_eq!(m["parameters"]["batches"], serde_json::json!([[0, 2]]));
     assert_eq!(m["warnings"], serde_json::json!([]));
     check_done_series(&out.join(&b.study).join(&b.series), &raws_b, &kinds, &card);

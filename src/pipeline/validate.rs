@@ -679,9 +679,10 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
         info.prior.card.image_size
     );
     md += &format!(
-        "- DPS: {} steps, ζ = {}, {}, {} sample(s) per slice, seed {}\n",
+        "- DPS: {} steps, ζ = {} ({} guidance), {}, {} sample(s) per slice, seed {}\n",
         info.dps.steps,
         info.dps.zeta,
+        info.dps.guidance.name(),
         match info.dps.eta {
             Some(eta) => format!("DDIM η = {eta}"),
             None => "DDPM".into(),

@@ -26,8 +26,10 @@ for entry in "${cases[@]}"; do
     "$bin" --device cpu -q run --pipeline "$preset" "sample_data/$case/raw" -o "$out/series"
     echo "== $case: dps-recon validate (same sampler settings as the preset)"
     zeta=$(sed -n 's/^zeta *= *\([0-9.e+-]*\).*/\1/p' "pipelines/$preset.toml")
+    guidance=$(sed -n 's/^guidance *= *"\([a-z]*\)".*/\1/p' "pipelines/$preset.toml")
     "$bin" --device cpu -q validate --case "sample_data/$case" --prior "$card" \
-        --steps 100 --eta 1.0 --zeta "$zeta" --samples 1 -o "$out/$case"
+        --steps 100 --eta 1.0 --zeta "$zeta" ${guidance:+--guidance "$guidance"} \
+        --samples 1 -o "$out/$case"
     ran=1
 done
 if [ "$skipped" = 1 ]; then

@@ -36,10 +36,10 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
 
-    /// DPS guidance step size ζ (on the plain-norm gradient: about 1 at 1000 steps,
-    /// 5 to 10 at 100).
-    #[arg(long, default_value_t = 8.0)]
-    pub zeta: f64,
+    /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 6 at
+    /// ≥ 500 steps, else 16; CT with ramp guidance 6 / 32, with plain guidance 0.3 / 2].
+    #[arg(long)]
+    pub zeta: Option<f64>,
 
     /// What the guidance measures: plain (Algorithm 1's ‖y − A x̂₀‖) or ramp (CT:
     /// the ramp-filtered residual, a preconditioned gradient) [default: ramp for CT,
@@ -121,17 +121,20 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).context("cannot read simulation.json"),
     };
+    let guidance = args
+        .guidance
+        .unwrap_or(Guidance::default_for(modality == ImageModality::Ct));
     let settings = ValidationSettings {
         baselines,
         dps: DpsSettings {
             steps: args.steps,
-            zeta: args.zeta,
+            zeta: args.zeta.unwrap_or_else(|| {
+                default_zeta(modality == ImageModality::Ct, guidance, args.steps)
+            }),
             eta: args.eta,
             samples: args.samples,
             seed: args.dps_seed,
-            guidance: args
-                .guidance
-                .unwrap_or(Guidance::default_for(modality == ImageModality::Ct)),
+            guidance,
         },
     };
     let bar = ProgressBar::new((case.len() * args.steps) as u64);
@@ -180,4 +183,19 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         files.montage.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// ζ of the shipped presets (pipelines/*.toml) for the modality and guidance at
+/// `steps`: the 1000-step value from 500 steps on, else the 100-step one.
+fn default_zeta(ct: bool, guidance: Guidance, steps: usize) -> f64 {
+    let (long, short) = match (ct, guidance) {
+        (false, _) => (6.0, 16.0),
+        (true, Guidance::Ramp) => (6.0, 32.0),
+        (true, Guidance::Plain) => (0.3, 2.0),
+    };
+    if steps >= 500 {
+        long
+    } else {
+        short
+    }
 }

@@ -108,14 +108,28 @@ for row in rows:
         names[row], ref["slices_count"], cell(ref, first), cell(ref, "cg-sense"), cell(ref, "tv"),
         cell(full, "dps"), cell(fast, "dps"), gain, zetas))
 lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the better DPS row against TV.",
-          "", "## Commands", ""]
+          "", "## Priors", ""]
+cards = {}
 for row in rows:
+    for v in ("full", "fast"):
+        r = load(row, v)
+        if r:
+            cards[r["prior"]["card"]] = r["dps"]["guidance"]
+for card in sorted(cards):
+    t = json.load(open(card))["training"]
+    lines.append("- `%s`: %d training steps (%.2f CPU-hours), final ε-MSE %.4f; guidance `%s`"
+                 % (card, t["steps"], t["seconds"] / 3600, t["final_loss"], cards[card]))
+lines += ["", "## Commands", ""]
+for row in rows:
+    case = os.path.join(out, row, "case", "simulation.json")
+    if os.path.exists(case):
+        lines.append("- %s, data: `%s`" % (row, json.load(open(case))["command"]))
     for v in ("full", "fast"):
         r = load(row, v)
         if r:
             lines.append("- %s, %s: `%s`" % (row, v, r["command"]))
 lines.append("")
 open("docs/priors-report.md", "w").write("\n".join(lines))
-print("\n".join(lines[9:9 + len(rows) + 1]))
+print("\n".join(l for l in lines if l.startswith("| ")))
 print("wrote docs/priors-report.md")
 EOF

@@ -37,7 +37,7 @@ pub struct Args {
     pub steps: usize,
 
     /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 6 at
-    /// ≥ 500 steps, else 16; CT with ramp guidance 12 / 32, with plain guidance 0.3 / 2].
+    /// ≥ 500 steps, else 16; CT with ramp guidance 24 / 32, with plain guidance 0.3 / 2].
     #[arg(long)]
     pub zeta: Option<f64>,
 
@@ -190,7 +190,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
 fn default_zeta(ct: bool, guidance: Guidance, steps: usize) -> f64 {
     let (long, short) = match (ct, guidance) {
         (false, _) => (6.0, 16.0),
-        (true, Guidance::Ramp) => (12.0, 32.0),
+        (true, Guidance::Ramp) => (24.0, 32.0),
         (true, Guidance::Plain) => (0.3, 2.0),
     };
     if steps >= 500 {

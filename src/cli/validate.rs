@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
 
-    /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 6 at
+    /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 10 at
     /// ≥ 500 steps, else 16; CT with ramp guidance 24 / 32, with plain guidance 0.3 / 2].
     #[arg(long)]
     pub zeta: Option<f64>,
@@ -189,7 +189,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
 /// `steps`: the 1000-step value from 500 steps on, else the 100-step one.
 fn default_zeta(ct: bool, guidance: Guidance, steps: usize) -> f64 {
     let (long, short) = match (ct, guidance) {
-        (false, _) => (6.0, 16.0),
+        (false, _) => (10.0, 16.0),
         (true, Guidance::Ramp) => (24.0, 32.0),
         (true, Guidance::Plain) => (0.3, 2.0),
     };

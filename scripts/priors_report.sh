@@ -14,6 +14,7 @@
 #   ROWS="mri-4x mri-8x ct-30 ct-18"   rows to run (default all)
 #   SKIP_FULL=1                        skip the 1000-step runs (quick check)
 #   OUT=out/priors-report              work folder (cases, report.json per run)
+#   TABLE_ONLY=1                       only rewrite the report from OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/dps-recon}
@@ -50,6 +51,7 @@ card_of() {
 }
 
 for row in $rows; do
+    [[ ${TABLE_ONLY:-0} == 1 ]] && break
     [[ -n ${preset[$row]:-} ]] || { echo "unknown row $row" >&2; exit 2; }
     case_dir=$out/$row/case
     if [[ ! -f $case_dir/simulation.json ]]; then
@@ -100,7 +102,7 @@ for row in rows:
     ref = fast or full
     if ref is None:
         continue
-    first = "zero-filled" if ref["modality"] == "mr" else "fbp"
+    first = "zero-filled" if ref["modality"].lower() == "mr" else "fbp"
     dps = [r["mean"]["dps"]["psnr"] for r in (full, fast) if r]
     gain = max(dps) - ref["mean"]["tv"]["psnr"]
     zetas = " / ".join("%g" % r["dps"]["zeta"] if r else "–" for r in (full, fast))
@@ -108,6 +110,18 @@ for row in rows:
         names[row], ref["slices_count"], cell(ref, first), cell(ref, "cg-sense"), cell(ref, "tv"),
         cell(full, "dps"), cell(fast, "dps"), gain, zetas))
 lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the better DPS row against TV.",
+          "", "## Notes", "",
+          "- ζ was tuned on z = 95 (MRI) and on the 30-view Shepp–Logan case (CT) with the priors",
+          "  part-trained (the presets list every value tried), so the held-out set is not fully",
+          "  independent of that one tuning choice; the priors never saw any of it.",
+          "- The baselines are tuned: TV λ = 0.002 is the best of 0.0005–0.008 on the MRI 4× case",
+          "  (29.19 / 29.65 / 29.79 / 29.27 / 28.01 dB; at 8×, 0.001 gives 24.40 against 24.31);",
+          "  CT λ = 0.02 (18 views: λ = 0.005 / 0.01 / 0.02 / 0.04 give 36.8 / 41.5 / 41.4 / 37.6 dB).",
+          "- Shepp–Logan is piecewise constant, the case TV is built for, and TV nearly inverts",
+          "  it from 18–30 views. DPS loses most at the 1000 HU skull rim, which a",
+          "  random-ellipse prior trained for 1.8 CPU-hours does not reproduce exactly.",
+          "- CT guidance is ramp-filtered (docs/priors.md); Algorithm 1's plain gradient reaches",
+          "  22.8 dB at 1000 steps on the 30-view case.",
           "", "## Priors", ""]
 cards = {}
 for row in rows:

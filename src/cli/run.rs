@@ -203,10 +203,11 @@ fn summary_text(summary: &Summary) -> String {
             Outcome::Failed { reason } => format!("failed: {reason}"),
         };
         text += &format!(
-            "{}: {} {} slices: {what}\n",
+            "{}: {} {} slice{}: {what}\n",
             s.dir.display(),
             s.slices,
-            s.modality
+            s.modality,
+            if s.slices == 1 { "" } else { "s" }
         );
     }
     for f in &summary.skipped_files {
@@ -326,10 +327,11 @@ impl Observer for Progress {
             }
             None if !self.quiet && matches!(s.action, Action::Reconstruct | Action::Redo) => {
                 self.line(&format!(
-                    "[{}/{total}] {name}: reconstructing {} {} slices",
+                    "[{}/{total}] {name}: reconstructing {} {} slice{}",
                     index + 1,
                     s.input.files.len(),
-                    s.input.modality
+                    s.input.modality,
+                    if s.input.files.len() == 1 { "" } else { "s" }
                 ));
             }
             None => {}

@@ -244,13 +244,10 @@ pub fn reconstruct_dps(
             anyhow::bail!("ramp guidance is for CT data; use plain guidance for MRI")
         }
     };
-    let filter = |r: &Tensor| {
-        ramp.as_ref()
-            .map_or_else(|| r.shallow_clone(), |h| h.apply(r))
-    };
+    let filter = ramp.as_ref().map(|h| move |r: &Tensor| h.apply(r));
     let term = DataTerm::new(problem.op(), &y, problem.likelihood).repeat_samples(n);
-    let term = match ramp {
-        Some(_) => term.with_filter(&filter),
+    let term = match &filter {
+        Some(h) => term.with_filter(h),
         None => term,
     };
     // x̂_0 in the prior's range → the operator's image (rows: slice, sample, part).

@@ -28,8 +28,8 @@ pub struct DataTerm<'a> {
     op: &'a dyn Operator,
     /// The target compared with `A(x)` (post-log line integrals for transmission).
     target: Tensor,
-    /// Diagonal of Λ, shaped like `target`; `None` means Λ = I.
-    weights: Option<Tensor>,
+    /// Diagonal of Λ^{1/2}, shaped like `target`; `None` means Λ = I.
+    sqrt_weights: Option<Tensor>,
     /// A linear filter `H` of the weighted residual (see [`DataTerm::with_filter`]).
     filter: Option<&'a dyn Fn(&Tensor) -> Tensor>,
 }
@@ -56,7 +56,7 @@ impl<'a> DataTerm<'a> {
         Self {
             op,
             target,
-            weights,
+            sqrt_weights: weights.map(|w| w.sqrt()),
             filter: None,
         }
     }
@@ -78,7 +78,7 @@ impl<'a> DataTerm<'a> {
         let rep = |t: &Tensor| t.repeat_interleave_self_int(n, Some(0), None);
         Self {
             target: rep(&self.target),
-            weights: self.weights.as_ref().map(rep),
+            sqrt_weights: self.sqrt_weights.as_ref().map(rep),
             ..self
         }
     }
@@ -87,8 +87,8 @@ impl<'a> DataTerm<'a> {
     /// element: f32 `[B]`, differentiable w.r.t. `x`.
     pub fn distance(&self, x: &Tensor) -> Tensor {
         let r = &self.target - self.op.forward(x);
-        let r = match &self.weights {
-            Some(w) => r * w.sqrt(),
+        let r = match &self.sqrt_weights {
+            Some(w) => r * w,
             None => r,
         };
         let r = match self.filter {

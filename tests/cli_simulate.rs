@@ -238,3 +238,24 @@ fn options_that_do_not_fit_are_refused() {
     );
     assert!(!dir.path().join("raw").exists());
 }
+
+/// A reader that has gone away (`dps-recon simulate … | head -0`) is no error: the
+/// case is written, the exit code is 0 and nothing panics.
+#[test]
+fn closed_stdout_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("case");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+        .args(["simulate", "--source", "shepp-logan-hu", "--size", "16"])
+        .args(["--views", "4", "-o", arg(&out)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dps-recon");
+    drop(child.stdout.take());
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{:?}: {stderr}", result.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.join("simulation.json").is_file());
+}

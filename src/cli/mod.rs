@@ -82,6 +82,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` to standard output; a reader that has gone away (`| head`) is not
+/// an error, since the work is already done and written.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// What every verb gets from the global options.
 pub struct Context {
     pub device_choice: DeviceChoice,

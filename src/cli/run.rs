@@ -10,7 +10,7 @@
 //! (bars on a terminal, one line per series otherwise; none with `-q`) and the
 //! failures.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,6 +22,8 @@ use dps_recon::pipeline::preset::{resolve_preset_path, Preset};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tracing::level_filters::LevelFilter;
+
+use super::write_stdout;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -128,14 +130,6 @@ fn exit_code(ok: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    }
-}
-
-fn write_stdout(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
     }
 }
 

@@ -10,6 +10,8 @@ use clap::ValueEnum;
 use dps_operators::ct::BeamGeometry;
 use dps_operators::masks::{MaskPattern, MaskSpec};
 use dps_recon::dicom::ImageModality;
+
+use super::write_stdout;
 use dps_recon::pipeline::simulate::{
     modality_str, simulate, write_simulation, Acquisition, CtAcquisition, CtNoise, MriAcquisition,
     SimulationConfig, Source, DEFAULT_SOURCE_TO_DETECTOR_MM, DEFAULT_SOURCE_TO_ISOCENTER_MM,
@@ -249,24 +251,21 @@ pub fn run(_ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let config = args.simulation.config()?;
     let sim = simulate(&config)?;
     let written = write_simulation(&sim, &args.out, Some(&command_line()))?;
-    println!(
-        "simulated {} {} slice(s) of {}×{} from {}",
+    write_stdout(&format!(
+        "simulated {} {} slice(s) of {}×{} from {}\n\
+         raw data:     {} ({} files)\n\
+         ground truth: {} ({} files)\n\
+         parameters:   {}\n",
         sim.raw.len(),
         modality_str(sim.modality),
         config.size,
         config.size,
-        sim.source
-    );
-    println!(
-        "raw data:     {} ({} files)",
+        sim.source,
         args.out.join("raw").display(),
-        written.raw_files.len()
-    );
-    println!(
-        "ground truth: {} ({} files)",
+        written.raw_files.len(),
         args.out.join("truth").display(),
-        written.truth.files.len()
-    );
-    println!("parameters:   {}", written.parameters_file.display());
+        written.truth.files.len(),
+        written.parameters_file.display()
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,7 @@ use dps_recon::prior::Prior;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::simulate::{command_line, SimulationArgs};
+use super::write_stdout;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -164,24 +165,25 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|m| format!("{m} {:.2} dB", mean[m].psnr))
         .collect();
-    println!(
-        "mean PSNR over {} slice(s) (data range {}): {}",
+    let mut text = format!(
+        "mean PSNR over {} slice(s) (data range {}): {}\n",
         validation.slices.len(),
         fmt_number(validation.data_range),
         scores.join(", ")
     );
     if let Some(best) = validation.best_baseline() {
-        println!(
-            "DPS vs best baseline ({best}): {:+.2} dB",
+        text += &format!(
+            "DPS vs best baseline ({best}): {:+.2} dB\n",
             mean[DPS].psnr - mean[&best].psnr
         );
     }
-    println!(
-        "report: {} and {}; montage: {}",
+    text += &format!(
+        "report: {} and {}; montage: {}\n",
         files.markdown.display(),
         files.json.display(),
         files.montage.display()
     );
+    write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,15 +4,20 @@
 #        1-D random lines at 4× and 8× with 8 % ACS, k-space noise σ = 0.005
 #   CT   Shepp–Logan in HU (never trained on), 128², 30 and 18 parallel views over
 #        180°, line-integral noise σ = 0.005
-# Each row is simulated once (`dps-recon simulate`) and validated twice
+# Each row is simulated once (`dps-recon simulate`) and validated three times
 # (`dps-recon validate --case`): DPS with the sampler settings of the full preset
-# (1000 DDPM steps) and of its -fast variant (100 DDIM steps), one posterior sample
-# each; the baselines are those of `validate` (zero-filled, CG-SENSE, TV; FBP, TV).
+# (1000 DDPM steps, one posterior sample), of its -fast variant (100 DDIM steps, one
+# sample) and of the -fast variant with the mean of MEAN_OF posterior samples (the
+# MMSE estimate a user gets with `samples = N`); the baselines are those of
+# `validate` (zero-filled, CG-SENSE, TV; FBP, TV).
 # ζ, steps and η are read from the presets, so the report scores what ships.
 #
 # Usage: scripts/priors_report.sh [BINARY]
 #   ROWS="mri-4x mri-8x ct-30 ct-18"   rows to run (default all)
 #   SKIP_FULL=1                        skip the 1000-step runs (quick check)
+#   MEAN_OF=4                          posterior samples averaged in the third run
+#                                      (0 skips it)
+#   THREADS=0                          --threads of every run (0: all cores)
 #   OUT=out/priors-report              work folder (cases, report.json per run)
 #   TABLE_ONLY=1                       only rewrite the report from OUT
 set -euo pipefail
@@ -22,6 +27,7 @@ colin=${COLIN27:-/usr/share/mricron/templates/ch2.nii.gz}
 out=${OUT:-out/priors-report}
 rows=${ROWS:-mri-4x mri-8x ct-30 ct-18}
 threads=${THREADS:-0}
+mean_of=${MEAN_OF:-4}
 
 for f in "$bin" "$colin"; do
     [[ -e $f ]] || { echo "missing $f (make build; apt-get install mricron-data)" >&2; exit 1; }
@@ -59,24 +65,27 @@ for row in $rows; do
         # shellcheck disable=SC2086
         "$bin" --threads "$threads" -q simulate ${sim[$row]} -o "$case_dir"
     fi
-    for variant in full fast; do
+    for variant in full fast mean; do
         p=${preset[$row]}
-        [[ $variant == fast ]] && p=$p-fast
+        samples=1
+        [[ $variant != full ]] && p=$p-fast
+        [[ $variant == mean ]] && samples=$mean_of
         [[ $variant == full && ${SKIP_FULL:-0} == 1 ]] && continue
+        [[ $variant == mean && $mean_of == 0 ]] && continue
         eta=$(sampler_value "$p" eta)
         guidance=$(sampler_value "$p" guidance | tr -d '"')
-        echo "== $row: $p (steps $(sampler_value "$p" steps), zeta $(sampler_value "$p" zeta)${eta:+, eta $eta})"
+        echo "== $row: $p (steps $(sampler_value "$p" steps), zeta $(sampler_value "$p" zeta)${eta:+, eta $eta}, $samples sample(s))"
         "$bin" --device cpu --threads "$threads" -q validate --case "$case_dir" \
             --prior "$(card_of "$p")" --steps "$(sampler_value "$p" steps)" \
             --zeta "$(sampler_value "$p" zeta)" ${eta:+--eta "$eta"} \
-            ${guidance:+--guidance "$guidance"} --samples 1 \
+            ${guidance:+--guidance "$guidance"} --samples "$samples" \
             -o "$out/$row/$variant"
     done
 done
 
-python3 - "$out" "$rows" <<'EOF'
+python3 - "$out" "$rows" "$threads" <<'EOF'
 import json, os, sys, datetime, platform
-out, rows = sys.argv[1], sys.argv[2].split()
+out, rows, threads = sys.argv[1], sys.argv[2].split(), int(sys.argv[3])
 names = {"mri-4x": "MRI 4× (random lines, 8 % ACS)", "mri-8x": "MRI 8× (random lines, 8 % ACS)",
          "ct-30": "CT 30 parallel views", "ct-18": "CT 18 parallel views"}
 def load(row, v):
@@ -88,28 +97,32 @@ lines = ["# Shipped priors on held-out data", "",
          "Held-out data: Colin27 axial z = 85, 90, 95, 100, 105 (the brain prior never saw z = 80…110);",
          "Shepp–Logan in HU (the CT prior trains on random ellipses only). 128², noise σ = 0.005",
          "(per real k-space component; per CT line integral). PSNR and SSIM use the truth's data range;",
-         "seconds are wall clock per slice on this machine. DPS: one posterior sample, ζ and steps from",
-         "the presets named in the table (full preset: DDPM; -fast: DDIM η = 1).", "",
-         "| task | slices | ZF / FBP | CG-SENSE | TV | DPS 1000 steps | DPS 100 steps | DPS − TV | ζ (1000 / 100) |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "seconds are wall clock per slice on this machine with %s. DPS: ζ and steps from" % (
+             "all cores" if threads == 0 else "%d thread(s) per run" % threads),
+         "the presets named in the table (full preset: DDPM; -fast: DDIM η = 1); one posterior",
+         "sample, or the mean of N samples (the MMSE estimate `samples = N` writes, with its",
+         "per-pixel standard deviation).", "",
+         "| task | slices | ZF / FBP | CG-SENSE | TV | DPS 1000 steps | DPS 100 steps | DPS 100 steps, mean of N | DPS − TV | ζ (1000 / 100) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
 def cell(r, m):
     if r is None or m not in r["mean"]:
         return "–"
     s = r["mean"][m]
     return "%.2f dB / %.3f / %.1f s" % (s["psnr"], s["ssim"], s["seconds"])
 for row in rows:
-    full, fast = load(row, "full"), load(row, "fast")
-    ref = fast or full
+    full, fast, mean = load(row, "full"), load(row, "fast"), load(row, "mean")
+    ref = fast or full or mean
     if ref is None:
         continue
     first = "zero-filled" if ref["modality"].lower() == "mr" else "fbp"
-    dps = [r["mean"]["dps"]["psnr"] for r in (full, fast) if r]
+    dps = [r["mean"]["dps"]["psnr"] for r in (full, fast, mean) if r]
+    mean_cell = "–" if mean is None else "N = %d: %s" % (mean["dps"]["samples"], cell(mean, "dps"))
     gain = max(dps) - ref["mean"]["tv"]["psnr"]
     zetas = " / ".join("%g" % r["dps"]["zeta"] if r else "–" for r in (full, fast))
-    lines.append("| %s | %d | %s | %s | %s | %s | %s | %+.2f dB | %s |" % (
+    lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %+.2f dB | %s |" % (
         names[row], ref["slices_count"], cell(ref, first), cell(ref, "cg-sense"), cell(ref, "tv"),
-        cell(full, "dps"), cell(fast, "dps"), gain, zetas))
-lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the better DPS row against TV.",
+        cell(full, "dps"), cell(fast, "dps"), mean_cell, gain, zetas))
+lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the best DPS column against TV.",
           "", "## Notes", "",
           "- ζ was tuned on z = 95 (MRI) and on the 30-view Shepp–Logan case (CT) with the priors",
           "  part-trained (the presets list every value tried), so the held-out set is not fully",
@@ -119,13 +132,14 @@ lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the bett
           "  CT λ = 0.02 (18 views: λ = 0.005 / 0.01 / 0.02 / 0.04 give 36.8 / 41.5 / 41.4 / 37.6 dB).",
           "- Shepp–Logan is piecewise constant, the case TV is built for, and TV nearly inverts",
           "  it from 18–30 views. DPS loses most at the 1000 HU skull rim, which a",
-          "  random-ellipse prior trained for 1.8 CPU-hours does not reproduce exactly.",
+          "  random-ellipse prior trained for %.1f CPU-hours does not reproduce exactly." % (
+              json.load(open("models/ct-phantom-128/ct-phantom-128.json"))["training"]["seconds"] / 3600),
           "- CT guidance is ramp-filtered (docs/priors.md); Algorithm 1's plain gradient reaches",
           "  22.8 dB at 1000 steps on the 30-view case.",
           "", "## Priors", ""]
 cards = {}
 for row in rows:
-    for v in ("full", "fast"):
+    for v in ("full", "fast", "mean"):
         r = load(row, v)
         if r:
             cards[r["prior"]["card"]] = r["dps"]["guidance"]
@@ -138,7 +152,7 @@ for row in rows:
     case = os.path.join(out, row, "case", "simulation.json")
     if os.path.exists(case):
         lines.append("- %s, data: `%s`" % (row, json.load(open(case))["command"]))
-    for v in ("full", "fast"):
+    for v in ("full", "fast", "mean"):
         r = load(row, v)
         if r:
             lines.append("- %s, %s: `%s`" % (row, v, r["command"]))

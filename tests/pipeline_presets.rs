@@ -125,11 +125,34 @@ fn presets_are_found_by_name_and_documented() {
             "{}",
             p.name
         );
-        assert!(
-            docs.contains(&format!("`{}`", p.name)),
-            "docs/pipelines.md lacks {}",
-            p.name
-        );
+        let row_of = |name: &str| {
+            docs.lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("docs/pipelines.md has no table row for {name}"))
+        };
+        let row = row_of(&p.name);
+        let steps = match p.eta {
+            None => format!("{} DDPM steps", p.steps),
+            Some(eta) => format!("{} DDIM steps (η {eta})", p.steps),
+        };
+        for e in [
+            steps,
+            format!("ζ {},", p.zeta),
+            format!(" {} sample", p.samples),
+        ] {
+            assert!(row.contains(&e), "docs/pipelines.md: {e:?} not in {row}");
+        }
+        // A fast variant's baselines are its full preset's ("same").
+        let baselines_row = row_of(p.name.trim_end_matches("-fast"));
+        for b in &p.baselines {
+            if let Baseline::Tv { lambda, .. } = b {
+                let e = format!("(λ {lambda})");
+                assert!(
+                    baselines_row.contains(&e),
+                    "docs/pipelines.md: {e:?} not in {baselines_row}"
+                );
+            }
+        }
     }
     let err = resolve_preset_path("mri-cartesian-3x")
         .unwrap_err()

@@ -87,7 +87,10 @@ pub enum Baseline {
     CgSense { iterations: usize },
     /// CT: filtered backprojection.
     Fbp(FbpFilter),
-    /// TV-regularised least squares (PWLS for CT counts), by PDHG.
+    /// TV-regularised least squares (PWLS for CT counts), by PDHG. `lambda` weighs
+    /// TV against `½‖A x − y‖²` with unit data weights; for CT counts it is
+    /// multiplied by the mean PWLS weight ([`tv_weight`]), so one λ means the same
+    /// for line integrals and for counts at any dose.
     Tv { lambda: f64, iterations: usize },
 }
 
@@ -124,7 +127,7 @@ pub fn baseline(problem: &Problem, which: Baseline) -> anyhow::Result<Tensor> {
         (Baseline::Tv { lambda, iterations }, modality) => {
             let weights = problem.blank_scan_counts.map(|_| pwls_weights(&problem.y));
             let options = TvOptions {
-                lambda,
+                lambda: tv_weight(lambda, problem),
                 iterations,
                 nonnegative: matches!(modality, Modality::Ct { .. }),
                 ..Default::default()
@@ -134,6 +137,21 @@ pub fn baseline(problem: &Problem, which: Baseline) -> anyhow::Result<Tensor> {
         (b, m) => anyhow::bail!("baseline {} does not apply to {m:?} data", b.name()),
     };
     Ok(problem.to_output_units(&image))
+}
+
+/// The TV weight actually used for a [`Baseline::Tv`] λ on `problem`: λ itself,
+/// or for CT counts λ times the mean PWLS weight (the mean count), since the
+/// weighted data term `½‖A x − y‖²_W` grows with the dose.
+pub fn tv_weight(lambda: f64, problem: &Problem) -> f64 {
+    match problem.blank_scan_counts {
+        Some(_) => {
+            lambda
+                * pwls_weights(&problem.y)
+                    .mean(Kind::Double)
+                    .double_value(&[])
+        }
+        None => lambda,
+    }
 }
 
 /// `‖y − A(x)‖ / (σ √m)` per slice for an output-unit image `x` `[B, 1, H, W]`:

@@ -48,7 +48,8 @@ pub const DEFAULT_TV_ITERATIONS: usize = 200;
 
 /// TV weight λ when `tv` is given without one, in units of `½‖A x − y‖²`: for MR
 /// with x in the truth's units and the orthonormal k-space, for CT with x = μ in
-/// 1/mm and line integrals y (see [`effective_baseline`] for counts). Tuned on the
+/// 1/mm and line integrals y (scaled by the mean count for counts, see
+/// [`super::reconstruct::tv_weight`]). Tuned on the
 /// sample cases with 200 iterations: 0.002 on sample_data/mri-brain-4x (29.7 dB;
 /// 0.001 and 0.005 give 29.6 and 28.9), 0.02 on sample_data/ct-shepp-logan-sparse
 /// (40.4 dB; 0.01 and 0.05 give 38.9).
@@ -147,24 +148,6 @@ pub fn describe(b: &Baseline) -> String {
         Baseline::Tv { lambda, iterations } => {
             format!("TV (PWLS for counts), λ = {lambda}, {iterations} PDHG iterations")
         }
-    }
-}
-
-/// The baseline as run on `problem`: for CT counts the TV weight is multiplied by
-/// the mean count (the mean PWLS weight), so that one λ means the same for line
-/// integrals and counts.
-pub fn effective_baseline(b: Baseline, problem: &Problem) -> Baseline {
-    match (b, problem.blank_scan_counts) {
-        (Baseline::Tv { lambda, iterations }, Some(_)) => Baseline::Tv {
-            lambda: lambda
-                * problem
-                    .y
-                    .clamp_min(0.0)
-                    .mean(Kind::Double)
-                    .double_value(&[]),
-            iterations,
-        },
-        _ => b,
     }
 }
 
@@ -399,7 +382,7 @@ pub fn validate(
         let mut images = BTreeMap::new();
         for b in &settings.baselines {
             let start = Instant::now();
-            let x = baseline(&problem, effective_baseline(*b, &problem))
+            let x = baseline(&problem, *b)
                 .with_context(|| format!("{}: {}", slice.file.display(), b.name()))?;
             let seconds = start.elapsed().as_secs_f64();
             scores.insert(b.name().to_string(), score(&x, seconds));

@@ -123,7 +123,11 @@ for row in rows:
         names[row], ref["slices_count"], cell(ref, first), cell(ref, "cg-sense"), cell(ref, "tv"),
         cell(full, "dps"), cell(fast, "dps"), mean_cell, gain, zetas))
 lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the best DPS column against TV.",
-          "", "## Notes", "",
+          "", "## Notes", ""]
+if threads != 0:
+    lines += ["- Runs at %d thread(s) shared the machine with other work (here a training run), so" % threads,
+              "  the seconds are upper bounds; docs/BENCHMARKS.md has timings on an idle machine."]
+lines += [
           "- ζ was tuned on z = 95 (MRI) and on the 30-view Shepp–Logan case (CT) with the priors",
           "  part-trained (the presets list every value tried), so the held-out set is not fully",
           "  independent of that one tuning choice; the priors never saw any of it.",
@@ -135,7 +139,10 @@ lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the best
           "  random-ellipse prior trained for %.1f CPU-hours does not reproduce exactly." % (
               json.load(open("models/ct-phantom-128/ct-phantom-128.json"))["training"]["seconds"] / 3600),
           "- CT guidance is ramp-filtered (docs/priors.md); Algorithm 1's plain gradient reaches",
-          "  22.8 dB at 1000 steps on the 30-view case.",
+          "  22.8 dB at 1000 steps on the 30-view case. Even so the CT samples end at a data",
+          "  residual of about 3 σ where TV reaches 0.9 σ: with the plain-norm gradient each",
+          "  guidance step has length ζ however small the residual (docs/priors.md, 'What",
+          "  limits DPS on sparse-view CT').",
           "", "## Priors", ""]
 cards = {}
 for row in rows:

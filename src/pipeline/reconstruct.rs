@@ -127,7 +127,7 @@ pub fn baseline(problem: &Problem, which: Baseline) -> anyhow::Result<Tensor> {
         (Baseline::Tv { lambda, iterations }, modality) => {
             let weights = problem.blank_scan_counts.map(|_| pwls_weights(&problem.y));
             let options = TvOptions {
-                lambda: tv_weight(lambda, problem),
+                lambda: tv_weight(lambda, weights.as_ref()),
                 iterations,
                 nonnegative: matches!(modality, Modality::Ct { .. }),
                 ..Default::default()
@@ -139,19 +139,12 @@ pub fn baseline(problem: &Problem, which: Baseline) -> anyhow::Result<Tensor> {
     Ok(problem.to_output_units(&image))
 }
 
-/// The TV weight actually used for a [`Baseline::Tv`] λ on `problem`: λ itself,
-/// or for CT counts λ times the mean PWLS weight (the mean count), since the
-/// weighted data term `½‖A x − y‖²_W` grows with the dose.
-pub fn tv_weight(lambda: f64, problem: &Problem) -> f64 {
-    match problem.blank_scan_counts {
-        Some(_) => {
-            lambda
-                * pwls_weights(&problem.y)
-                    .mean(Kind::Double)
-                    .double_value(&[])
-        }
-        None => lambda,
-    }
+/// The TV weight actually used for a [`Baseline::Tv`] λ with the PWLS `weights` of
+/// CT counts ([`pwls_weights`], `None` for unweighted data): λ times the mean
+/// weight (the mean count), since the weighted data term `½‖A x − y‖²_W` grows
+/// with the dose; λ itself without weights.
+pub fn tv_weight(lambda: f64, weights: Option<&Tensor>) -> f64 {
+    weights.map_or(lambda, |w| lambda * w.mean(Kind::Double).double_value(&[]))
 }
 
 /// `‖y − A(x)‖ / (σ √m)` per slice for an output-unit image `x` `[B, 1, H, W]`:

@@ -64,7 +64,7 @@
 //!
 //! 1. Fan beam only: pre-weight each projection (equiangular `D_so cos γ`, flat
 //!    `D_so / √(D_so² + s²)` with `s = u D_so / D_sd` on the virtual detector through
-//!    the isocentre).
+//!    the isocentre), and for a short scan by twice Parker's weight.
 //! 2. Filter along the detector by FFT, zero-padded to `max(64, 2^⌈log₂ 2n⌉)`
 //!    samples, with the spatially sampled ramp of [`FbpFilter`] (no DC offset; for
 //!    the equiangular detector the kernel `h[m]` is multiplied by
@@ -85,9 +85,12 @@
 //! So `n` parallel views uniform over 180° or over 360° get `π / n` each (the classic
 //! `π / n_views` factor), a limited arc of step δ gets δ each (the arc covered, no
 //! compensation for the missing wedge), and `n` fan views over 360° get `2π / n`.
-//! The fan-beam algorithm is the full-scan weighted FBP (Kak & Slaney §3.4): it
-//! assumes views over 360°; a short scan (180° + fan angle) would need Parker
-//! weights, which are not applied.
+//! The fan-beam algorithm is the full-scan weighted FBP (Kak & Slaney §3.4). A
+//! short scan (an arc of at least 180° plus the full fan angle, less than a turn)
+//! measures some lines twice and others once; its projections are multiplied by
+//! Parker's redundancy weights (in Wesarg's form for any arc length), which replace
+//! the full turn's ½. A fan-beam arc shorter than 180° plus the fan angle is a
+//! limited-angle scan and is reconstructed without compensation.
 //!
 //! [`LinearOperator`]: crate::op::LinearOperator
 

@@ -18,6 +18,7 @@
 #   MEAN_OF=4                          posterior samples averaged in the third run
 #                                      (0 skips it)
 #   THREADS=0                          --threads of every run (0: all cores)
+#   BUSY_WITH="a training run"         what else ran meanwhile (noted with THREADS)
 #   OUT=out/priors-report              work folder (cases, report.json per run)
 #   TABLE_ONLY=1                       only rewrite the report from OUT
 set -euo pipefail
@@ -125,8 +126,12 @@ for row in rows:
 lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the best DPS column against TV.",
           "", "## Notes", ""]
 if threads != 0:
-    lines += ["- Runs at %d thread(s) shared the machine with other work (here a training run), so" % threads,
-              "  the seconds are upper bounds; docs/BENCHMARKS.md has timings on an idle machine."]
+    busy = os.environ.get("BUSY_WITH", "")
+    if busy:
+        lines += ["- Runs at %d thread(s) shared the machine with %s, so" % (threads, busy),
+                  "  the seconds are upper bounds; docs/BENCHMARKS.md has timings on an idle machine."]
+    else:
+        lines += ["- Runs at %d thread(s) each; docs/BENCHMARKS.md has timings on an idle machine." % threads]
 lines += [
           "- ζ was tuned on z = 95 (MRI) and on the 30-view Shepp–Logan case (CT) with the priors",
           "  part-trained (the presets list every value tried), so the held-out set is not fully",

@@ -3,9 +3,10 @@
 //! phantoms in a CT style (HU) and an MR style ([0, 1]).
 //!
 //! Coordinates: the image covers [−1, 1]² with x to the right (columns) and y up
-//! (row 0 is the top, y = +1). Pixel values are sampled at pixel centres, except in
-//! [`random_ellipses`], which averages 3 × 3 sub-samples per pixel (partial-volume
-//! edges).
+//! (row 0 is the top, y = +1). Every phantom pixel is the mean of 3 × 3 sub-samples
+//! inside it, an approximation of the mean over its area: edges get partial-volume
+//! values, as in a scanner's image, instead of the aliased staircase of one
+//! sample per pixel centre.
 //!
 //! CT values are in Hounsfield units, HU = 1000·(μ/μ_water − 1): air −1000,
 //! water 0. [`hu_to_mu`] and [`mu_to_hu`] convert to and from linear attenuation
@@ -91,38 +92,43 @@ pub fn mu_to_hu(mu: &Tensor, mu_water: f64) -> Tensor {
     mu * (1000.0 / mu_water) - 1000.0
 }
 
-/// Rasterises a sum of ellipses on an `n × n` grid over [−1, 1]², one sample per
-/// pixel centre. Returns row-major values (row 0 at y = +1).
-pub fn rasterize(ellipses: &[Ellipse], n: usize) -> Vec<f32> {
+/// Rasterises a sum of ellipses on an `n × n` grid over [−1, 1]²: each pixel is
+/// the mean of `ss × ss` sub-samples on a regular grid inside it (`ss = 1`: one
+/// sample at the pixel centre). Returns row-major values (row 0 at y = +1).
+pub fn rasterize(ellipses: &[Ellipse], n: usize, ss: usize) -> Vec<f32> {
+    let m = n * ss;
     let mut img = vec![0f64; n * n];
-    let coord = |k: usize| (2.0 * k as f64 + 1.0) / n as f64 - 1.0;
+    let coord = |k: usize| (2.0 * k as f64 + 1.0) / m as f64 - 1.0;
     for el in ellipses {
         let (s, c) = el.phi_deg.to_radians().sin_cos();
-        for row in 0..n {
+        for row in 0..m {
             let y = -coord(row) - el.y0;
-            for col in 0..n {
+            let out = &mut img[(row / ss) * n..(row / ss + 1) * n];
+            for col in 0..m {
                 let x = coord(col) - el.x0;
                 let u = (x * c + y * s) / el.a;
                 let v = (-x * s + y * c) / el.b;
                 if u * u + v * v <= 1.0 {
-                    img[row * n + col] += el.intensity;
+                    out[col / ss] += el.intensity;
                 }
             }
         }
     }
-    img.into_iter().map(|v| v as f32).collect()
+    let w = 1.0 / (ss * ss) as f64;
+    img.into_iter().map(|v| (v * w) as f32).collect()
 }
 
 /// The modified Shepp–Logan phantom at `n × n` as an `f32` tensor `[n, n]` on the
-/// CPU, values in [0, 1].
+/// CPU, values in [0, 1], each pixel the mean of 3 × 3 sub-samples.
 pub fn shepp_logan(n: usize) -> Tensor {
-    to_tensor(rasterize(&MODIFIED_SHEPP_LOGAN, n), n)
+    to_tensor(rasterize(&MODIFIED_SHEPP_LOGAN, n, SUPERSAMPLE), n)
 }
 
 /// The original Shepp–Logan phantom ([`SHEPP_LOGAN`]) in Hounsfield units as an
 /// `f32` tensor `[n, n]` on the CPU: its relative attenuation v maps to
 /// HU = 1000·(v − 1), so air −1000, skull +1000, brain 20, ventricles 0 (water),
-/// small features 30 and 40 HU.
+/// small features 30 and 40 HU; each pixel is the mean of 3 × 3 sub-samples, so
+/// edges take partial-volume values between these.
 ///
 /// The modified phantom cannot be mapped instead: its ventricles and the air
 /// around the head share the value 0.
@@ -131,7 +137,7 @@ pub fn shepp_logan_hu(n: usize) -> Tensor {
         intensity: 1000.0 * el.intensity,
         ..el
     });
-    to_tensor(rasterize(&scaled, n), n) - 1000.0
+    to_tensor(rasterize(&scaled, n, SUPERSAMPLE), n) - 1000.0
 }
 
 /// Value convention of [`random_ellipses`] phantoms.
@@ -193,7 +199,7 @@ fn to_tensor(values: Vec<f32>, n: usize) -> Tensor {
     Tensor::from_slice(&values).reshape([n as i64, n as i64])
 }
 
-/// Sub-samples per pixel side in [`random_ellipses`].
+/// Sub-samples per pixel side in every phantom ([`rasterize`], [`paint`]).
 const SUPERSAMPLE: usize = 3;
 
 /// Painter's rasterisation on an `n × n` grid over [−1, 1]²: each of the
@@ -841,7 +847,7 @@ mod tests {
             e(1.0, 0.9, 0.9, 0.0, 0.0, 0.0),
         ] {
             let painted = paint(&[el], 0.0, 97, 1);
-            let reference = rasterize(&[el], 97);
+            let reference = rasterize(&[el], 97, 1);
             let differ = painted
                 .iter()
                 .zip(&reference)
@@ -849,6 +855,24 @@ mod tests {
                 .count();
             assert_eq!(differ, 0, "{el:?}");
         }
+    }
+
+    #[test]
+    fn shepp_logan_pixels_are_area_means() {
+        let n = 128;
+        let pixel_area = (2.0 / n as f64).powi(2);
+        let el = e(1.0, 0.5, 0.2, 0.1, -0.3, 30.0);
+        let area: f64 = rasterize(&[el], n, 3)
+            .iter()
+            .map(|&v| f64::from(v))
+            .sum::<f64>()
+            * pixel_area;
+        assert!((area / (PI * 0.5 * 0.2) - 1.0).abs() < 2e-3, "area {area}");
+        // The skull's edge pixels lie between air and bone; the brain stays 20 HU.
+        let hu: Vec<f32> = Vec::try_from(&shepp_logan_hu(n).flatten(0, -1)).unwrap();
+        let partial = hu.iter().filter(|&&v| v > -999.0 && v < 20.0).count();
+        assert!(partial > 100, "{partial} partial-volume pixels");
+        assert_eq!(hu[64 * n + 64], 20.0);
     }
 
     #[test]

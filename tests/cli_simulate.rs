@@ -95,8 +95,11 @@ fn ct_case_is_written_with_its_parameters() {
         }
     }
     let pixels = Tensor::from_slice(&truth.frames[0].pixels);
+    // Air −1000 HU; at 8 mm pixels no pixel lies wholly in the 1000 HU skull, whose
+    // partial-volume pixels take values between the brain's 20 HU and 1000.
     assert_eq!(pixels.min().double_value(&[]), -1000.0);
-    assert_eq!(pixels.max().double_value(&[]), 1000.0);
+    let max = pixels.max().double_value(&[]);
+    assert!((500.0..=1000.0).contains(&max), "max {max}");
 
     let p: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("simulation.json")).unwrap())

@@ -33,15 +33,15 @@ fn baselines_parse_with_their_defaults_and_modality() {
     assert_eq!(
         p("tv", mr),
         Baseline::Tv {
-            lambda: 0.002,
-            iterations: 200
+            lambda: 0.001,
+            iterations: 1000
         }
     );
     assert_eq!(
         p("tv", ct),
         Baseline::Tv {
             lambda: 0.02,
-            iterations: 200
+            iterations: 1000
         }
     );
     assert_eq!(

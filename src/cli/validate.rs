@@ -61,7 +61,7 @@ pub struct Args {
     pub dps_seed: u64,
 
     /// Baselines, comma-separated: zero-filled, cg-sense[:ITER] (MR, 10), fbp[:ramp|shepp-logan|hann]
-    /// (CT, hann), tv[:LAMBDA[:ITER]] (λ 0.002 MR, 0.02 CT; 200) [default: zero-filled,cg-sense,tv
+    /// (CT, hann), tv[:LAMBDA[:ITER]] (λ 0.001 MR, 0.02 CT; 1000) [default: zero-filled,cg-sense,tv
     /// for MR; fbp,tv for CT].
     #[arg(long, value_delimiter = ',')]
     pub baselines: Vec<String>,

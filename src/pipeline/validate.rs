@@ -26,6 +26,7 @@ use tch::{Device, Kind, Tensor};
 use super::problem::{Modality, Problem};
 use super::reconstruct::{
     baseline, mri_intensity_scale, normalized_residual, reconstruct_dps, Baseline, DpsSettings,
+    DEFAULT_TV_ITERATIONS,
 };
 use super::simulate::modality_str;
 use crate::dicom::{
@@ -43,19 +44,18 @@ pub const DPS: &str = "dps";
 /// (27.3 dB against 24.3 dB after 30).
 pub const DEFAULT_CG_ITERATIONS: usize = 10;
 
-/// PDHG iterations when `tv` is given without a count.
-pub const DEFAULT_TV_ITERATIONS: usize = 200;
-
 /// TV weight λ when `tv` is given without one, in units of `½‖A x − y‖²`: for MR
 /// with x in the truth's units and the orthonormal k-space, for CT with x = μ in
 /// 1/mm and line integrals y (scaled by the mean count for counts, see
-/// [`super::reconstruct::tv_weight`]). Tuned on the
-/// sample cases with 200 iterations: 0.002 on sample_data/mri-brain-4x (29.7 dB;
-/// 0.001 and 0.005 give 29.6 and 28.9), 0.02 on sample_data/ct-shepp-logan-sparse
-/// (40.4 dB; 0.01 and 0.05 give 38.9).
+/// [`super::reconstruct::tv_weight`]). Tuned with 1000 iterations: MR 0.001 on
+/// sample_data/mri-brain-4x (30.42 dB; 0.0005 / 0.002 / 0.004 give 30.21 / 30.11 /
+/// 29.32); CT 0.02, between the best on sample_data/ct-shepp-logan-sparse
+/// (σ = 0.01: 0.01 / 0.02 / 0.04 / 0.08 give 37.99 / 38.73 / 38.91 / 37.48 dB) and
+/// on Shepp–Logan with σ = 0.005 (30 views: 0.01 / 0.02 give 43.06 / 42.83 dB;
+/// 18 views: 0.005 / 0.01 / 0.02 give 39.86 / 39.69 / 38.83 dB).
 pub fn default_tv_lambda(modality: ImageModality) -> f64 {
     match modality {
-        ImageModality::Mr => 0.002,
+        ImageModality::Mr => 0.001,
         ImageModality::Ct => 0.02,
     }
 }

@@ -192,7 +192,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
 fn default_zeta(ct: bool, guidance: Guidance, steps: usize) -> f64 {
     let (long, short) = match (ct, guidance) {
         (false, _) => (10.0, 16.0),
-        (true, Guidance::Ramp) => (24.0, 32.0),
+        (true, Guidance::Ramp) => (8.0, 32.0),
         (true, Guidance::Plain) => (0.3, 2.0),
     };
     if steps >= 500 {

@@ -307,37 +307,19 @@ fn fan_angles_rad(g: &CtGeometry, offsets: &[f64]) -> Option<Vec<f64>> {
 /// the parallel-beam limited arc, without compensation).
 fn parker_weights(angles_deg: &[f64], gammas: &[f64]) -> Option<Vec<f64>> {
     let period = 2.0 * PI;
-    let phase: Vec<f64> = angles_deg
-        .iter()
-        .map(|a| a.to_radians().rem_euclid(period))
-        .collect();
-    let mut sorted = phase.clone();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let gaps: Vec<f64> = (0..n)
-        .map(|i| {
-            let next = if i + 1 < n {
-                sorted[i + 1]
-            } else {
-                sorted[0] + period
-            };
-            next - sorted[i]
-        })
-        .collect();
-    let mut positive: Vec<f64> = gaps.iter().copied().filter(|&d| d > 1e-9).collect();
-    positive.sort_by(f64::total_cmp);
-    let median = *positive.get(positive.len() / 2)?;
-    let (widest, gap) = gaps
+    let a = AngularGaps::new(angles_deg, period);
+    let (widest, gap) = a
+        .gaps
         .iter()
         .copied()
         .enumerate()
-        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        .max_by(|x, y| x.1.total_cmp(&y.1))?;
     let arc = period - gap;
     let gamma_max = gammas.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-    if gap <= 3.0 * median || arc < PI + 2.0 * gamma_max - 1e-9 {
+    if !a.is_wedge(gap) || arc < PI + 2.0 * gamma_max - 1e-9 {
         return None;
     }
-    let start = sorted[(widest + 1) % n];
+    let start = a.phase[a.order[(widest + 1) % a.order.len()]];
     let delta = 0.5 * (arc - PI);
     // sin²(π/4 · num / den), 1 where the transition is empty (den = 0).
     let ramp = |num: f64, den: f64| {
@@ -347,8 +329,8 @@ fn parker_weights(angles_deg: &[f64], gammas: &[f64]) -> Option<Vec<f64>> {
             (0.25 * PI * (num / den).clamp(0.0, 2.0)).sin().powi(2)
         }
     };
-    let mut weights = Vec::with_capacity(n * gammas.len());
-    for p in &phase {
+    let mut weights = Vec::with_capacity(a.phase.len() * gammas.len());
+    for p in &a.phase {
         let beta = (p - start).rem_euclid(period);
         for &gamma in gammas {
             let w = if beta < 2.0 * (delta + gamma) {
@@ -371,37 +353,66 @@ fn parker_weights(angles_deg: &[f64], gammas: &[f64]) -> Option<Vec<f64>> {
 /// gap, so that it does not inflate its edge views. `n` views uniform over the
 /// period give `period / n` each; a uniform limited arc of step `δ` gives `δ` each.
 fn view_weights(angles_deg: &[f64], period: f64) -> Vec<f64> {
-    let n = angles_deg.len();
-    let phase: Vec<f64> = angles_deg
-        .iter()
-        .map(|a| a.to_radians().rem_euclid(period))
-        .collect();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| phase[i].total_cmp(&phase[j]));
-    // gaps[i]: from the i-th to the (i+1)-th angle in sorted order, wrapping around.
-    let gaps: Vec<f64> = (0..n)
-        .map(|i| {
-            let next = if i + 1 < n {
-                phase[order[i + 1]]
-            } else {
-                phase[order[0]] + period
-            };
-            next - phase[order[i]]
-        })
-        .collect();
-    let mut positive: Vec<f64> = gaps.iter().copied().filter(|&d| d > 1e-9).collect();
-    positive.sort_by(f64::total_cmp);
-    let median = match positive.len() {
-        0 => period,
-        m if m % 2 == 1 => positive[m / 2],
-        m => 0.5 * (positive[m / 2 - 1] + positive[m / 2]),
-    };
-    let gap = |d: f64| if d > 3.0 * median { median } else { d };
+    let a = AngularGaps::new(angles_deg, period);
+    let n = a.order.len();
+    let gap = |d: f64| if a.is_wedge(d) { a.median } else { d };
     let mut weights = vec![0.0; n];
     for i in 0..n {
-        weights[order[i]] = 0.5 * (gap(gaps[(i + n - 1) % n]) + gap(gaps[i]));
+        weights[a.order[i]] = 0.5 * (gap(a.gaps[(i + n - 1) % n]) + gap(a.gaps[i]));
     }
     weights
+}
+
+/// The view angles taken modulo one `period` (radians) and the gaps between them.
+struct AngularGaps {
+    /// Each view's angle modulo the period, radians, in view order.
+    phase: Vec<f64>,
+    /// View indices sorted by phase.
+    order: Vec<usize>,
+    /// `gaps[i]`: from the i-th to the (i+1)-th phase in sorted order, wrapping around.
+    gaps: Vec<f64>,
+    /// Median of the positive gaps (the angular step); the period without any.
+    median: f64,
+}
+
+impl AngularGaps {
+    fn new(angles_deg: &[f64], period: f64) -> Self {
+        let n = angles_deg.len();
+        let phase: Vec<f64> = angles_deg
+            .iter()
+            .map(|a| a.to_radians().rem_euclid(period))
+            .collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&i, &j| phase[i].total_cmp(&phase[j]));
+        let gaps: Vec<f64> = (0..n)
+            .map(|i| {
+                let next = if i + 1 < n {
+                    phase[order[i + 1]]
+                } else {
+                    phase[order[0]] + period
+                };
+                next - phase[order[i]]
+            })
+            .collect();
+        let mut positive: Vec<f64> = gaps.iter().copied().filter(|&d| d > 1e-9).collect();
+        positive.sort_by(f64::total_cmp);
+        let median = match positive.len() {
+            0 => period,
+            m if m % 2 == 1 => positive[m / 2],
+            m => 0.5 * (positive[m / 2 - 1] + positive[m / 2]),
+        };
+        Self {
+            phase,
+            order,
+            gaps,
+            median,
+        }
+    }
+
+    /// A gap wider than three median gaps: a missing wedge, not a step.
+    fn is_wedge(&self, gap: f64) -> bool {
+        gap > 3.0 * self.median
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,13 @@
 # of the tests, dicom3tools (dciodvfy, the DICOM IOD validator) and dcmtk (dcmdump).
 # Does nothing where they are present; warns (and the tests that need them skip
 # loudly) where apt is not available.
+#   --data  also mricron-data: the Colin27 T1 volume that the sample-data, training
+#           and report scripts read (no test needs it)
 set -u
 need=()
+if [[ ${1:-} == --data && ! -f /usr/share/mricron/templates/ch2.nii.gz ]]; then
+    need+=(mricron-data)
+fi
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)

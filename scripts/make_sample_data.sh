@@ -3,11 +3,13 @@
 #   mri-brain-4x            3 held-out Colin27 slices, 8-coil k-space, 4x random lines
 #   ct-shepp-logan-sparse   Shepp-Logan in HU, 30 parallel-beam views
 # Usage: scripts/make_sample_data.sh [BINARY]   (default target/release/dps-recon)
-# Colin27 is the ch2 template of Debian's mricron-data package; COLIN27=PATH overrides.
+# Colin27 is the ch2 template of Debian's mricron-data package (installed when
+# missing); COLIN27=PATH overrides.
 # UIDs and dates are new on every run; the data are the same for the same build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/dps-recon}
+[[ -n ${COLIN27:-} ]] || scripts/install-system-deps.sh --data
 colin=${COLIN27:-/usr/share/mricron/templates/ch2.nii.gz}
 out=sample_data
 

@@ -24,6 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/dps-recon}
+[[ -n ${COLIN27:-} ]] || scripts/install-system-deps.sh --data
 colin=${COLIN27:-/usr/share/mricron/templates/ch2.nii.gz}
 out=${OUT:-out/priors-report}
 rows=${ROWS:-mri-4x mri-8x ct-30 ct-18}

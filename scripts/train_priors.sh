@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 bin=${BIN:-target/release/dps-recon}
 steps=${STEPS:-12000}
 which=${1:-both}
+scripts/install-system-deps.sh --data   # Colin27 (mricron-data) for the brain prior
 
 if [ "$which" = both ] || [ "$which" = brain ]; then
     "$bin" --device cpu --threads 1 train \

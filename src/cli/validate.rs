@@ -38,7 +38,8 @@ pub struct Args {
     pub steps: usize,
 
     /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 10 at
-    /// ≥ 500 steps, else 16; CT with ramp guidance 24 / 32, with plain guidance 0.3 / 2].
+    /// ≥ 500 steps, else 16 (the 8× fast preset's; the 4× one uses 20); CT with ramp
+    /// guidance 8 / 32, with plain guidance 0.3 / 2].
     #[arg(long)]
     pub zeta: Option<f64>,
 
@@ -199,5 +200,37 @@ fn default_zeta(ct: bool, guidance: Guidance, steps: usize) -> f64 {
         long
     } else {
         short
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dps_recon::pipeline::preset::Preset;
+    use std::path::Path;
+
+    /// `validate`'s ζ defaults are the shipped presets' values, so a retuned
+    /// preset cannot leave `validate` scoring a stale ζ.
+    #[test]
+    fn default_zeta_follows_the_presets() {
+        for (name, ct) in [
+            ("mri-cartesian-4x", false),
+            ("mri-cartesian-8x", false),
+            ("mri-cartesian-8x-fast", false),
+            ("ct-sparse-view", true),
+            ("ct-sparse-view-fast", true),
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("pipelines")
+                .join(format!("{name}.toml"));
+            let s = Preset::load(&path).unwrap().dps_settings(None, None);
+            assert_eq!(
+                default_zeta(ct, s.guidance, s.steps),
+                s.zeta,
+                "{name}: {} steps, {:?} guidance",
+                s.steps,
+                s.guidance
+            );
+        }
     }
 }

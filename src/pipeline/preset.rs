@@ -14,11 +14,10 @@ use dps_operators::masks::{MaskPattern, MaskSpec};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
-use super::reconstruct::{Baseline, DpsSettings, Guidance, DEFAULT_TV_ITERATIONS};
+use super::reconstruct::{
+    Baseline, DpsSettings, Guidance, DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
+};
 use crate::dicom::CtGeometry;
-
-/// Default CG-SENSE iterations.
-pub const DEFAULT_CG_ITERATIONS: usize = 30;
 
 /// A preset error: the file, the key (dotted path, when known) and the reason.
 #[derive(Debug, Clone, PartialEq)]

@@ -26,7 +26,7 @@ use tch::{Device, Kind, Tensor};
 use super::problem::{Modality, Problem};
 use super::reconstruct::{
     baseline, mri_intensity_scale, normalized_residual, reconstruct_dps, Baseline, DpsSettings,
-    DEFAULT_TV_ITERATIONS,
+    DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
 };
 use super::simulate::modality_str;
 use crate::dicom::{
@@ -38,11 +38,6 @@ use crate::render::Window;
 
 /// The report's key for the DPS posterior mean.
 pub const DPS: &str = "dps";
-
-/// CG-SENSE iterations when `cg-sense` is given without a count: unregularised
-/// CG semi-converges, and 10 iterations score best on sample_data/mri-brain-4x
-/// (27.3 dB against 24.3 dB after 30).
-pub const DEFAULT_CG_ITERATIONS: usize = 10;
 
 /// TV weight λ when `tv` is given without one, in units of `½‖A x − y‖²`: for MR
 /// with x in the truth's units and the orthonormal k-space, for CT with x = μ in

@@ -55,6 +55,7 @@ fn tiny_prior(dir: &Path, style: PhantomStyle) -> PathBuf {
             unit: unit.into(),
             physical_min: lo,
             physical_max: hi,
+            reference_p999: None,
         },
         steps: 3,
         batch_size: 2,

@@ -55,6 +55,7 @@ fn trains_on_a_dicom_image_series_and_skips_raw_data() {
         (card.intensity.physical_min, card.intensity.physical_max),
         (-1000.0, 1500.0)
     );
+    assert_eq!(card.intensity.reference_p999, None, "measured for MR only");
     let record = card.training.unwrap();
     assert!(
         record.data.contains("1 frames of 1 CT image series"),
@@ -79,4 +80,45 @@ fn trains_on_a_dicom_image_series_and_skips_raw_data() {
     assert_eq!(output.status.code(), Some(2));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("no CT or MR image series found"), "{err}");
+}
+
+/// An MR series is scaled so that its 99.9th percentile is 0.8; with one frame
+/// that is also the median the card records as `reference_p999`.
+#[test]
+fn records_the_reference_percentile_of_mr_training_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("case");
+    let status = bin()
+        .args([
+            "--device",
+            "cpu",
+            "-q",
+            "simulate",
+            "--source",
+            "shepp-logan",
+        ])
+        .args(["--size", "32", "--coils", "2", "-o"])
+        .arg(&case)
+        .status()
+        .unwrap();
+    assert!(status.success(), "simulate failed");
+    let out = dir.path().join("prior");
+    let status = bin()
+        .args([
+            "--device", "cpu", "-q", "train", "--arch", "tiny", "--size", "16",
+        ])
+        .args(["--steps", "1", "--batch-size", "2", "--name", "t"])
+        .arg(format!("--data=dicom:{}", case.display()))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "train failed");
+    let card = ModelCard::read(&out.join("t.json")).unwrap();
+    assert_eq!(card.intensity.unit, "MR");
+    let r = card
+        .intensity
+        .reference_p999
+        .expect("MR cards carry reference_p999");
+    assert!((r - 0.8).abs() < 1e-5, "reference_p999 {r}");
 }

@@ -41,6 +41,7 @@ fn tiny_prior(dir: &Path, style: PhantomStyle) -> PathBuf {
             unit: unit.into(),
             physical_min: lo,
             physical_max: hi,
+            reference_p999: None,
         },
         steps: 2,
         batch_size: 2,
@@ -369,5 +370,84 @@ fn validate_refuses_what_does_not_fit() {
     assert!(
         stderr.contains("is for HU images, the case is MR"),
         "{stderr}"
+    );
+}
+
+/// `--mri-scale auto` maps each slice's CG-SENSE 99.9th percentile to the card's
+/// `reference_p999` (else to 0.8 of `physical_max`); a number is used as given.
+#[test]
+fn mr_intensity_scale_follows_the_cards_reference_percentile() {
+    let dir = tempfile::tempdir().unwrap();
+    let card_path = tiny_prior(&dir.path().join("prior"), PhantomStyle::Mr);
+    let text = std::fs::read_to_string(&card_path).unwrap();
+    let mut card: Value = serde_json::from_str(&text).unwrap();
+    let reference = finite(&card["intensity"]["reference_p999"]);
+    assert!(reference > 0.0 && reference <= 1.0, "{reference}");
+    let case = dir.path().join("case");
+    let scale_with = |card: &Value, scale: &str, out: &str| -> f64 {
+        std::fs::write(&card_path, serde_json::to_string(card).unwrap()).unwrap();
+        let out = dir.path().join(out);
+        let source: &[&str] = if case.join("raw").is_dir() {
+            &["--case", arg(&case)]
+        } else {
+            &["--source", "ellipses-mr:3", "--size", "32", "--coils", "2"]
+        };
+        ok(&dps_recon(
+            &[
+                source,
+                &[
+                    "--prior",
+                    arg(&card_path),
+                    "--steps",
+                    "1",
+                    "--samples",
+                    "1",
+                    "--baselines",
+                    "zero-filled",
+                    "--mri-scale",
+                    scale,
+                    "-o",
+                    arg(&out),
+                ][..],
+            ]
+            .concat(),
+        ));
+        if !case.join("raw").is_dir() {
+            std::fs::rename(&out, &case).unwrap();
+            return finite(&report(&case)["slices"][0]["mri_scale"]);
+        }
+        finite(&report(&out)["slices"][0]["mri_scale"])
+    };
+    let auto = scale_with(&card, "auto", "a");
+    card["intensity"]["reference_p999"] = Value::from(reference / 2.0);
+    let half = scale_with(&card, "auto", "b");
+    assert!((half / auto - 2.0).abs() < 1e-9, "{auto} then {half}");
+    card["intensity"]
+        .as_object_mut()
+        .unwrap()
+        .remove("reference_p999");
+    let legacy = scale_with(&card, "auto", "c");
+    assert!(
+        (legacy / auto - reference / 0.8).abs() < 1e-9,
+        "{auto} then {legacy} without the reference"
+    );
+    assert_eq!(scale_with(&card, "0.5", "d"), 0.5);
+
+    // A reference outside the card's physical range is refused, naming the card.
+    card["intensity"]["reference_p999"] = Value::from(2.0);
+    std::fs::write(&card_path, serde_json::to_string(&card).unwrap()).unwrap();
+    let out = dps_recon(&[
+        "--case",
+        arg(&case),
+        "--prior",
+        arg(&card_path),
+        "-o",
+        arg(&dir.path().join("e")),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("reference_p999") && err.contains("tiny.json"),
+        "{err}"
     );
 }

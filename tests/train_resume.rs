@@ -20,6 +20,7 @@ fn config(out: &std::path::Path, steps: u64) -> TrainConfig {
             unit: "MR".into(),
             physical_min: 0.0,
             physical_max: 1.0,
+            reference_p999: None,
         },
         steps,
         batch_size: 2,

@@ -138,6 +138,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             unit: unit.into(),
             physical_min: lo,
             physical_max: hi,
+            reference_p999: None, // measured by train()
         },
         steps: args.steps,
         batch_size: args.batch_size,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use dps_recon::dicom::ImageModality;
+use dps_recon::pipeline::preset::MriScale;
 use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance};
 use dps_recon::pipeline::simulate::{simulate, write_simulation, SimulationConfig};
 use dps_recon::pipeline::validate::{
@@ -56,6 +57,11 @@ pub struct Args {
     /// Posterior samples per slice (mean and standard deviation over them).
     #[arg(long, default_value_t = 4)]
     pub samples: i64,
+
+    /// MR: image magnitude per unit of prior intensity, or auto (estimated per slice
+    /// from CG-SENSE, as `data.mri_scale = "auto"` of a preset).
+    #[arg(long, default_value = "auto")]
+    pub mri_scale: MriScale,
 
     /// Seed of the DPS sampler.
     #[arg(long, default_value_t = 0)]
@@ -138,6 +144,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             seed: args.dps_seed,
             guidance,
         },
+        mri_scale: args.mri_scale,
     };
     let bar = ProgressBar::new((case.len() * args.steps) as u64);
     bar.set_style(

@@ -124,6 +124,23 @@ impl<'de> Deserialize<'de> for MriScale {
     }
 }
 
+impl std::str::FromStr for MriScale {
+    type Err = String;
+
+    /// `auto` or a positive number (the command-line form of `data.mri_scale`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            _ => s
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .map(Self::Fixed)
+                .ok_or_else(|| format!("'{s}': expected auto or a positive number")),
+        }
+    }
+}
+
 /// What the recipe is tuned for: `simulate`/`validate` make data like this, and
 /// `run` warns when raw data differ from it.
 #[derive(Clone, Debug, PartialEq)]

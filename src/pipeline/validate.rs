@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
+use super::preset::MriScale;
 use super::problem::{Modality, Problem};
 use super::reconstruct::{
     baseline, mri_intensity_scale, normalized_residual, reconstruct_dps, Baseline, DpsSettings,
@@ -256,6 +257,8 @@ pub struct ValidationSettings {
     /// Baselines, in report order (each name at most once).
     pub baselines: Vec<Baseline>,
     pub dps: DpsSettings,
+    /// MR: the prior-to-data intensity scale of DPS (`Auto`: estimated per slice).
+    pub mri_scale: MriScale,
 }
 
 /// The scores of one method on one slice (or their means).
@@ -385,7 +388,10 @@ pub fn validate(
         }
         let start = Instant::now();
         let mri_scale = match problem.modality {
-            Modality::Mri => Some(mri_intensity_scale(&problem, prior)?),
+            Modality::Mri => Some(match settings.mri_scale {
+                MriScale::Auto => mri_intensity_scale(&problem, prior)?,
+                MriScale::Fixed(v) => v,
+            }),
             Modality::Ct { .. } => None,
         };
         let rec = reconstruct_dps(

@@ -53,6 +53,13 @@ pub struct IntensityMap {
     pub unit: String,
     pub physical_min: f64,
     pub physical_max: f64,
+    /// MR priors: the median, over the training images, of each image's 99.9th
+    /// percentile, in physical units (`dps-recon train` measures it). `auto` MR
+    /// scaling maps a slice's 99.9th percentile here, so a held-out slice is shown
+    /// to the prior at the brightness of a typical training image; without it, to
+    /// 0.8 · `physical_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_p999: Option<f64>,
 }
 
 impl IntensityMap {
@@ -125,6 +132,13 @@ impl ModelCard {
         let (lo, hi) = (self.intensity.physical_min, self.intensity.physical_max);
         if !(lo.is_finite() && hi.is_finite() && hi > lo) {
             return Err("intensity.physical_max must exceed physical_min (both finite)".into());
+        }
+        if let Some(r) = self.intensity.reference_p999 {
+            if !(r.is_finite() && r > lo && r <= hi) {
+                return Err(format!(
+                    "intensity.reference_p999 {r} is not within (physical_min, physical_max]"
+                ));
+            }
         }
         if self.format == ModelFormat::Unet && self.architecture.is_none() {
             return Err("format \"unet\" needs an \"architecture\"".into());

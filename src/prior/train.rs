@@ -271,6 +271,10 @@ pub fn train(
     let weights = format!("{}.safetensors", cfg.name);
     let weights_path = cfg.out_dir.join(&weights);
     write_atomic(&weights_path, |p| Ok(ema_vs.save(p)?))?;
+    let intensity = IntensityMap {
+        reference_p999: (cfg.intensity.unit == "MR").then(|| median_p999(cfg, data)),
+        ..cfg.intensity.clone()
+    };
     let card = ModelCard {
         name: cfg.name.clone(),
         description: cfg.description.clone(),
@@ -280,7 +284,7 @@ pub fn train(
         channels: cfg.architecture.in_channels,
         schedule: cfg.schedule.clone(),
         architecture: Some(cfg.architecture.clone()),
-        intensity: cfg.intensity.clone(),
+        intensity,
         training: Some(TrainingRecord {
             command: cfg.command.clone(),
             data: cfg.data_description.clone(),
@@ -306,6 +310,37 @@ pub fn train(
 
 fn sorted(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
     vs.variables().into_iter().collect()
+}
+
+/// The median over the training images of each image's 99.9th percentile, in
+/// physical units (the card's `reference_p999`); for generated phantoms, over
+/// those of seeds 0…63.
+fn median_p999(cfg: &TrainConfig, data: &TrainingData) -> f64 {
+    let p999 = |img: &Tensor| {
+        img.flatten(0, -1)
+            .to_kind(Kind::Double)
+            .quantile_scalar(0.999, None, false, "linear")
+            .double_value(&[])
+    };
+    let mut q: Vec<f64> = match data {
+        TrainingData::Images(images) => images.iter().map(p999).collect(),
+        TrainingData::Phantoms(style) => (0..64)
+            .map(|seed| {
+                p999(&phantom::random_ellipses(
+                    cfg.image_size as usize,
+                    seed,
+                    *style,
+                ))
+            })
+            .collect(),
+    };
+    q.sort_by(f64::total_cmp);
+    let n = q.len();
+    if n % 2 == 1 {
+        q[n / 2]
+    } else {
+        0.5 * (q[n / 2 - 1] + q[n / 2])
+    }
 }
 
 /// EMA decay at optimisation step `step` (1-based), warmed up as

@@ -23,9 +23,9 @@ use dps_recon::dicom::{
 use dps_recon::phantom::{hu_to_mu, random_ellipses, PhantomStyle};
 use dps_recon::pipeline::batch::OutputLock;
 use dps_recon::pipeline::problem::Problem;
-use dps_recon::pipeline::reconstruct::normalized_residual;
+use dps_recon::pipeline::reconstruct::{mri_intensity_scale, mri_slice_p999, normalized_residual};
 use dps_recon::prior::train::{train, TrainConfig, TrainingData};
-use dps_recon::prior::{BetaSchedule, IntensityMap, UNetConfig};
+use dps_recon::prior::{BetaSchedule, IntensityMap, Prior, UNetConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
@@ -498,7 +498,21 @@ fn mri_series_end_to_end_resume_force_and_refusal() {
         )
     );
     assert_eq!(p["likelihood_used"], "gaussian");
-    assert!(p["mri_scale"].as_f64().unwrap() > 0.0);
+    // One scale for the series: the median of its slices' CG-SENSE 99.9th
+    // percentiles over the card's reference (the CG here runs slice by slice, the
+    // run's on the batch of three).
+    let prior = Prior::load(&card, Device::Cpu).unwrap();
+    let p999: Vec<f64> = raws
+        .iter()
+        .map(|r| mri_slice_p999(&Problem::from_raw(r, Device::Cpu).unwrap()).unwrap()[0])
+        .collect();
+    let expected = mri_intensity_scale(&p999, &prior).unwrap();
+    let largest = mri_intensity_scale(&[p999.iter().copied().fold(0.0, f64::max)], &prior).unwrap();
+    let got = p["mri_scale"].as_f64().unwrap();
+    assert!(
+        (got / expected - 1.0).abs() < 1e-4 && (largest / expected - 1.0).abs() > 0.01,
+        "series scale {got}, median of the slices {expected}, largest {largest}"
+    );
     assert_eq!(
         p["baselines"],
         serde_json::json!([{"name": "zero-filled"}, {"name": "cg-sense", "iterations": 5}])

@@ -1,6 +1,7 @@
 //! Reconstruction of a [`Problem`]: DPS with a prior (posterior mean and per-pixel
 //! standard deviation over N samples) and the classical baselines.
 
+use anyhow::Context as _;
 use dps_operators::ct::{FbpFilter, SqrtRamp};
 use dps_operators::noise::pwls_weights;
 use dps_operators::solvers::cg::{solve_normal, CgOptions};
@@ -8,7 +9,7 @@ use dps_operators::solvers::tv::{tv_pdhg, TvOptions};
 use tch::{Kind, Tensor};
 
 use super::problem::{ForwardModel, Modality, Problem};
-use crate::prior::Prior;
+use crate::prior::{intensity, Prior};
 use crate::sampler::{posterior_stats, DataTerm, DpsConfig, DpsSampler, Update};
 
 /// What the DPS guidance measures.
@@ -204,25 +205,27 @@ pub fn normalized_residual(problem: &Problem, x: &Tensor) -> Vec<Option<f64>> {
         .collect()
 }
 
-/// The scale between the prior's MR intensity and this k-space's image: the
-/// 99.9th percentile of the CG-SENSE magnitude is mapped to the card's
-/// `reference_p999`, the median of the training images' own 99.9th percentiles
-/// (0.69 for the Colin27 training slices), else to 0.8 of the prior's physical
-/// maximum. A rule over the pooled training set (0.8) showed held-out mid-brain
-/// slices, whose own percentile is 0.58–0.64, about 1.3× too bright.
-pub fn mri_intensity_scale(problem: &Problem, prior: &Prior) -> anyhow::Result<f64> {
+/// Each slice's 99.9th percentile of its CG-SENSE magnitude (20 iterations), in
+/// the data's units: `B` values, 0 for a slice with empty k-space.
+pub fn mri_slice_p999(problem: &Problem) -> anyhow::Result<Vec<f64>> {
     let cg = baseline(problem, Baseline::CgSense { iterations: 20 })?;
-    let flat = cg.flatten(0, -1).to_kind(Kind::Double);
-    let q = flat
-        .quantile_scalar(0.999, None, false, "linear")
-        .double_value(&[]);
+    Ok(intensity::p999_each(&cg))
+}
+
+/// The scale between the prior's MR intensity and the image magnitude of a set
+/// of slices (a series, or one slice), from their [`mri_slice_p999`]: the median
+/// over the non-empty slices, mapped to the card's `reference_p999` (the median
+/// of the training images' own 99.9th percentiles; 0.69 for the Colin27 training
+/// slices), else to 0.8 of the prior's physical maximum. Median against median,
+/// so a series is shown to the prior with its typical slice as bright as a
+/// typical training image. The rule before (the pooled percentile to 0.8, the
+/// pooled value of the training slices) showed held-out mid-brain slices, whose
+/// own percentile is 0.58–0.64, about 1.3× too bright.
+pub fn mri_intensity_scale(p999: &[f64], prior: &Prior) -> anyhow::Result<f64> {
+    let median = intensity::median_positive(p999)
+        .context("the k-space is empty: cannot scale it to the prior")?;
     let map = &prior.card.intensity;
-    let target = map.reference_p999.unwrap_or(0.8 * map.physical_max);
-    anyhow::ensure!(
-        q > 0.0,
-        "the k-space is empty: cannot scale it to the prior"
-    );
-    Ok(q / target)
+    Ok(median / map.reference_p999.unwrap_or(0.8 * map.physical_max))
 }
 
 /// DPS reconstruction of every slice of `problem` with `settings.samples`

@@ -3,6 +3,7 @@
 
 pub mod card;
 pub mod gaussian;
+pub mod intensity;
 pub mod schedule;
 pub mod torchscript;
 pub mod train;

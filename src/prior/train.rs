@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::card::{IntensityMap, ModelCard, ModelFormat, TrainingRecord};
+use super::intensity;
 use super::schedule::{BetaSchedule, Schedule};
 use super::unet::{UNet, UNetConfig};
 use crate::phantom::{self, PhantomStyle};
@@ -316,13 +317,8 @@ fn sorted(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
 /// physical units (the card's `reference_p999`); for generated phantoms, over
 /// those of seeds 0…63.
 fn median_p999(cfg: &TrainConfig, data: &TrainingData) -> f64 {
-    let p999 = |img: &Tensor| {
-        img.flatten(0, -1)
-            .to_kind(Kind::Double)
-            .quantile_scalar(0.999, None, false, "linear")
-            .double_value(&[])
-    };
-    let mut q: Vec<f64> = match data {
+    let p999 = |img: &Tensor| intensity::p999_each(&img.unsqueeze(0))[0];
+    let q: Vec<f64> = match data {
         TrainingData::Images(images) => images.iter().map(p999).collect(),
         TrainingData::Phantoms(style) => (0..64)
             .map(|seed| {
@@ -334,13 +330,7 @@ fn median_p999(cfg: &TrainConfig, data: &TrainingData) -> f64 {
             })
             .collect(),
     };
-    q.sort_by(f64::total_cmp);
-    let n = q.len();
-    if n % 2 == 1 {
-        q[n / 2]
-    } else {
-        0.5 * (q[n / 2 - 1] + q[n / 2])
-    }
+    intensity::median_positive(&q).unwrap_or(cfg.intensity.physical_max)
 }
 
 /// EMA decay at optimisation step `step` (1-based), warmed up as

@@ -28,7 +28,8 @@ use crate::dicom::{
 use crate::pipeline::preset::{Acquisition, LikelihoodChoice, MriScale, Preset, PresetModality};
 use crate::pipeline::problem::Problem;
 use crate::pipeline::reconstruct::{
-    baseline, mri_intensity_scale, normalized_residual, reconstruct_dps, Baseline, DpsSettings,
+    baseline, mri_intensity_scale, mri_slice_p999, normalized_residual, reconstruct_dps, Baseline,
+    DpsSettings,
 };
 use crate::prior::Prior;
 use crate::sampler::Likelihood;
@@ -117,16 +118,15 @@ pub(crate) fn reconstruct_series(
         (PresetModality::Ct, _) => None,
         (PresetModality::Mr, MriScale::Fixed(v)) => Some(v),
         (PresetModality::Mr, MriScale::Auto) => {
-            // One scale per series: the largest of its batches (a batch of empty
-            // k-space has none).
-            let scales = problems.iter().map(|p| mri_intensity_scale(p, job.prior));
-            let none: anyhow::Result<f64> = Err(anyhow::anyhow!("no slices"));
-            let best = scales.fold(none, |best, s| match (best, s) {
-                (Ok(a), Ok(b)) => Ok(a.max(b)),
-                (Err(_), s) => s,
-                (a, Err(_)) => a,
-            });
-            Some(best.context("estimating the MR intensity scale")?)
+            // One scale per series, from all of its slices.
+            let mut p999 = Vec::with_capacity(slices.len());
+            for p in &problems {
+                p999.extend(mri_slice_p999(p).context("estimating the MR intensity scale")?);
+            }
+            Some(
+                mri_intensity_scale(&p999, job.prior)
+                    .context("estimating the MR intensity scale")?,
+            )
         }
     };
     let params = &mut manifest.parameters;

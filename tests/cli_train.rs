@@ -1,6 +1,7 @@
 //! `dps-recon train --data dicom:DIR` trains on the image series under DIR (raw
 //! data beside them is skipped) and records what it used in the model card.
 
+use std::path::Path;
 use std::process::Command;
 
 use dps_recon::prior::ModelCard;
@@ -9,26 +10,20 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dps-recon"))
 }
 
-#[test]
-fn trains_on_a_dicom_image_series_and_skips_raw_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let case = dir.path().join("case");
+/// Simulates a case with `simulate` (source and size arguments) in `dir/case`,
+/// trains a tiny prior on its image series for two steps in `dir/prior`, and
+/// returns the model card.
+fn train_on_simulated(dir: &Path, simulate: &[&str]) -> ModelCard {
+    let case = dir.join("case");
     let status = bin()
-        .args([
-            "--device",
-            "cpu",
-            "-q",
-            "simulate",
-            "--source",
-            "shepp-logan-hu",
-        ])
-        .args(["--modality", "ct", "--size", "32", "--views", "8", "-o"])
+        .args(["--device", "cpu", "-q", "simulate"])
+        .args(simulate)
+        .arg("-o")
         .arg(&case)
         .status()
         .unwrap();
     assert!(status.success(), "simulate failed");
-
-    let out = dir.path().join("prior");
+    let out = dir.join("prior");
     let status = bin()
         .args([
             "--device", "cpu", "-q", "train", "--arch", "tiny", "--size", "16",
@@ -49,7 +44,25 @@ fn trains_on_a_dicom_image_series_and_skips_raw_data() {
         .status()
         .unwrap();
     assert!(status.success(), "train failed");
-    let card = ModelCard::read(&out.join("t.json")).unwrap();
+    ModelCard::read(&out.join("t.json")).unwrap()
+}
+
+#[test]
+fn trains_on_a_dicom_image_series_and_skips_raw_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = train_on_simulated(
+        dir.path(),
+        &[
+            "--source",
+            "shepp-logan-hu",
+            "--modality",
+            "ct",
+            "--size",
+            "32",
+            "--views",
+            "8",
+        ],
+    );
     assert_eq!(card.intensity.unit, "HU");
     assert_eq!(
         (card.intensity.physical_min, card.intensity.physical_max),
@@ -87,34 +100,10 @@ fn trains_on_a_dicom_image_series_and_skips_raw_data() {
 #[test]
 fn records_the_reference_percentile_of_mr_training_images() {
     let dir = tempfile::tempdir().unwrap();
-    let case = dir.path().join("case");
-    let status = bin()
-        .args([
-            "--device",
-            "cpu",
-            "-q",
-            "simulate",
-            "--source",
-            "shepp-logan",
-        ])
-        .args(["--size", "32", "--coils", "2", "-o"])
-        .arg(&case)
-        .status()
-        .unwrap();
-    assert!(status.success(), "simulate failed");
-    let out = dir.path().join("prior");
-    let status = bin()
-        .args([
-            "--device", "cpu", "-q", "train", "--arch", "tiny", "--size", "16",
-        ])
-        .args(["--steps", "1", "--batch-size", "2", "--name", "t"])
-        .arg(format!("--data=dicom:{}", case.display()))
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "train failed");
-    let card = ModelCard::read(&out.join("t.json")).unwrap();
+    let card = train_on_simulated(
+        dir.path(),
+        &["--source", "shepp-logan", "--size", "32", "--coils", "2"],
+    );
     assert_eq!(card.intensity.unit, "MR");
     let r = card
         .intensity

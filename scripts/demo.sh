@@ -23,7 +23,9 @@ for entry in "${cases[@]}"; do
         continue
     fi
     echo "== $case: dps-recon run --pipeline $preset"
-    "$bin" --device cpu -q run --pipeline "$preset" "sample_data/$case/raw" -o "$out/series"
+    # --force: out/demo is the demo's own; a rerun after the preset changed (an
+    # update) replaces the series instead of refusing them as another recipe's.
+    "$bin" --device cpu -q run --force --pipeline "$preset" "sample_data/$case/raw" -o "$out/series"
     echo "== $case: dps-recon validate (same sampler settings as the preset)"
     zeta=$(sed -n 's/^zeta *= *\([0-9.e+-]*\).*/\1/p' "pipelines/$preset.toml")
     guidance=$(sed -n 's/^guidance *= *"\([a-z]*\)".*/\1/p' "pipelines/$preset.toml")

@@ -129,9 +129,9 @@ lines = ["# Shipped priors on held-out data", "",
          "Made by `scripts/priors_report.sh` on %s (%s, %d CPUs, CPU only) on %s." % (
              platform.node(), platform.machine(), os.cpu_count(), datetime.date.today()),
          "Held-out data: Colin27 axial z = 85, 90, 95, 100, 105 (the brain prior never saw z = 80…110);",
-         "Shepp–Logan in HU (the CT prior trains on random ellipses only); the last two rows, a check",
-         "beside the goal, use three random-ellipse phantoms (seeds 101–103) of the CT prior's own",
-         "training family that it never saw. 128², noise σ = 0.005",
+         "Shepp–Logan in HU (the CT prior trains on random ellipses only); rows marked 'held-out",
+         "ellipses', a check beside the goal, use three random-ellipse phantoms (seeds 101–103) of",
+         "the CT prior's own training family that it never saw. 128², noise σ = 0.005",
          "(per real k-space component; per CT line integral). PSNR and SSIM use the truth's data range;",
          "seconds are wall clock per slice on this machine with %s. DPS: ζ and steps from" % (
              "all cores" if threads == 0 else "%d thread(s) per run" % threads),

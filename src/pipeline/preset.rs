@@ -117,10 +117,17 @@ impl<'de> Deserialize<'de> for MriScale {
         let bad = || serde::de::Error::custom("expected \"auto\" or a positive number");
         match Raw::deserialize(d).map_err(|_: D::Error| bad())? {
             Raw::Text(s) if s == "auto" => Ok(Self::Auto),
-            Raw::Number(v) if v.is_finite() && v > 0.0 => Ok(Self::Fixed(v)),
-            Raw::Integer(v) if v > 0 => Ok(Self::Fixed(v as f64)),
-            _ => Err(bad()),
+            Raw::Number(v) => Self::fixed(v).ok_or_else(bad),
+            Raw::Integer(v) => Self::fixed(v as f64).ok_or_else(bad),
+            Raw::Text(_) => Err(bad()),
         }
+    }
+}
+
+impl MriScale {
+    /// `Fixed(v)` for a finite `v > 0`, else `None`.
+    pub fn fixed(v: f64) -> Option<Self> {
+        (v.is_finite() && v > 0.0).then_some(Self::Fixed(v))
     }
 }
 
@@ -134,8 +141,7 @@ impl std::str::FromStr for MriScale {
             _ => s
                 .parse::<f64>()
                 .ok()
-                .filter(|v| v.is_finite() && *v > 0.0)
-                .map(Self::Fixed)
+                .and_then(Self::fixed)
                 .ok_or_else(|| format!("'{s}': expected auto or a positive number")),
         }
     }
@@ -1055,6 +1061,32 @@ center_fraction = 0.08
             let (k, r) = error(&text);
             assert_eq!(k.as_deref(), Some(key), "{to}: {r}");
             assert!(r.contains(reason), "{to}: {r}");
+        }
+    }
+
+    #[test]
+    fn mri_scale_is_auto_or_a_positive_number_in_toml_and_on_the_command_line() {
+        let toml = |v: &str| {
+            parse(&MR.replace(
+                "modality = \"mr\"",
+                &format!("modality = \"mr\"\nmri_scale = {v}"),
+            ))
+            .map(|p| p.mri_scale)
+        };
+        assert_eq!(toml("\"auto\"").unwrap(), MriScale::Auto);
+        assert_eq!(toml("0.5").unwrap(), MriScale::Fixed(0.5));
+        assert_eq!(toml("3").unwrap(), MriScale::Fixed(3.0));
+        for bad in ["0", "-1.5", "nan", "inf", "\"0.5\"", "\"AUTO\""] {
+            assert!(toml(bad).is_err(), "TOML mri_scale = {bad} was accepted");
+        }
+        assert_eq!("auto".parse::<MriScale>(), Ok(MriScale::Auto));
+        assert_eq!("0.5".parse::<MriScale>(), Ok(MriScale::Fixed(0.5)));
+        for bad in ["0", "-2", "NaN", "inf", "big", ""] {
+            let err = bad.parse::<MriScale>().unwrap_err();
+            assert!(
+                err.contains("expected auto or a positive number"),
+                "{bad}: {err}"
+            );
         }
     }
 

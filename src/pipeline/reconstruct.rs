@@ -8,6 +8,7 @@ use dps_operators::solvers::cg::{solve_normal, CgOptions};
 use dps_operators::solvers::tv::{tv_pdhg, TvOptions};
 use tch::{Kind, Tensor};
 
+use super::preset::MriScale;
 use super::problem::{ForwardModel, Modality, Problem};
 use crate::prior::{intensity, Prior};
 use crate::sampler::{posterior_stats, DataTerm, DpsConfig, DpsSampler, Update};
@@ -226,6 +227,27 @@ pub fn mri_intensity_scale(p999: &[f64], prior: &Prior) -> anyhow::Result<f64> {
         .context("the k-space is empty: cannot scale it to the prior")?;
     let map = &prior.card.intensity;
     Ok(median / map.reference_p999.unwrap_or(0.8 * map.physical_max))
+}
+
+/// The MR intensity scale that `scale` gives for `problems` (the slices of one
+/// series, or one slice): a fixed value as it stands; `Auto` by
+/// [`mri_intensity_scale`] over all their slices, so a series has one scale.
+pub fn resolve_mri_scale(
+    scale: MriScale,
+    problems: &[Problem],
+    prior: &Prior,
+) -> anyhow::Result<f64> {
+    match scale {
+        MriScale::Fixed(v) => Ok(v),
+        MriScale::Auto => {
+            let mut p999 = Vec::new();
+            for p in problems {
+                p999.extend(mri_slice_p999(p)?);
+            }
+            mri_intensity_scale(&p999, prior)
+        }
+    }
+    .context("estimating the MR intensity scale")
 }
 
 /// DPS reconstruction of every slice of `problem` with `settings.samples`

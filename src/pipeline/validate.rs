@@ -26,8 +26,8 @@ use tch::{Device, Kind, Tensor};
 use super::preset::MriScale;
 use super::problem::{Modality, Problem};
 use super::reconstruct::{
-    baseline, mri_intensity_scale, mri_slice_p999, normalized_residual, reconstruct_dps, Baseline,
-    DpsSettings, DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
+    baseline, normalized_residual, reconstruct_dps, resolve_mri_scale, Baseline, DpsSettings,
+    DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
 };
 use super::simulate::modality_str;
 use crate::dicom::{
@@ -388,10 +388,11 @@ pub fn validate(
         }
         let start = Instant::now();
         let mri_scale = match problem.modality {
-            Modality::Mri => Some(match settings.mri_scale {
-                MriScale::Auto => mri_intensity_scale(&mri_slice_p999(&problem)?, prior)?,
-                MriScale::Fixed(v) => v,
-            }),
+            Modality::Mri => Some(resolve_mri_scale(
+                settings.mri_scale,
+                std::slice::from_ref(&problem),
+                prior,
+            )?),
             Modality::Ct { .. } => None,
         };
         let rec = reconstruct_dps(

@@ -25,11 +25,10 @@ use crate::dicom::{
     read_raw, write_series, CtDataType, ImageModality, ImageRole, InstanceRef, Measurement,
     OutputSlice, RawMeasurement, ReadLimits, SeriesSpec,
 };
-use crate::pipeline::preset::{Acquisition, LikelihoodChoice, MriScale, Preset, PresetModality};
+use crate::pipeline::preset::{Acquisition, LikelihoodChoice, Preset, PresetModality};
 use crate::pipeline::problem::Problem;
 use crate::pipeline::reconstruct::{
-    baseline, mri_intensity_scale, mri_slice_p999, normalized_residual, reconstruct_dps, Baseline,
-    DpsSettings,
+    baseline, normalized_residual, reconstruct_dps, resolve_mri_scale, Baseline, DpsSettings,
 };
 use crate::prior::Prior;
 use crate::sampler::Likelihood;
@@ -114,20 +113,9 @@ pub(crate) fn reconstruct_series(
         .iter()
         .map(|r| build_problem(&slices[r.clone()], job))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mri_scale = match (preset.modality, preset.mri_scale) {
-        (PresetModality::Ct, _) => None,
-        (PresetModality::Mr, MriScale::Fixed(v)) => Some(v),
-        (PresetModality::Mr, MriScale::Auto) => {
-            // One scale per series, from all of its slices.
-            let mut p999 = Vec::with_capacity(slices.len());
-            for p in &problems {
-                p999.extend(mri_slice_p999(p).context("estimating the MR intensity scale")?);
-            }
-            Some(
-                mri_intensity_scale(&p999, job.prior)
-                    .context("estimating the MR intensity scale")?,
-            )
-        }
+    let mri_scale = match preset.modality {
+        PresetModality::Ct => None,
+        PresetModality::Mr => Some(resolve_mri_scale(preset.mri_scale, &problems, job.prior)?),
     };
     let params = &mut manifest.parameters;
     params.mri_scale = mri_scale;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use dps_recon::dicom::ImageModality;
+use dps_recon::dicom::{CtDataType, ImageModality, Measurement};
 use dps_recon::pipeline::preset::MriScale;
 use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance};
 use dps_recon::pipeline::simulate::{simulate, write_simulation, SimulationConfig};
@@ -39,8 +39,9 @@ pub struct Args {
     pub steps: usize,
 
     /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 10 at
-    /// ≥ 500 steps, else 16 (the 8× fast preset's; the 4× one uses 20); CT with ramp
-    /// guidance 8 / 32, with plain guidance 0.3 / 2].
+    /// ≥ 500 steps, else 16 (the 8× fast preset's; the 4× one uses 20); CT line
+    /// integrals with ramp guidance 8 / 32, with plain guidance 0.3 / 2; CT counts
+    /// with ramp guidance 0.25 / 0.5, with plain guidance none (give --zeta)].
     #[arg(long)]
     pub zeta: Option<f64>,
 
@@ -136,9 +137,10 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         baselines,
         dps: DpsSettings {
             steps: args.steps,
-            zeta: args.zeta.unwrap_or_else(|| {
-                default_zeta(modality == ImageModality::Ct, guidance, args.steps)
-            }),
+            zeta: match args.zeta {
+                Some(zeta) => zeta,
+                None => default_zeta(data_kind(&case), guidance, args.steps)?,
+            },
             eta: args.eta,
             samples: args.samples,
             seed: args.dps_seed,
@@ -197,17 +199,38 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
 
 /// ζ of the shipped presets (pipelines/*.toml) for the modality and guidance at
 /// `steps`: the 1000-step value from 500 steps on, else the 100-step one.
-fn default_zeta(ct: bool, guidance: Guidance, steps: usize) -> f64 {
-    let (long, short) = match (ct, guidance) {
-        (false, _) => (10.0, 16.0),
-        (true, Guidance::Ramp) => (8.0, 32.0),
-        (true, Guidance::Plain) => (0.3, 2.0),
-    };
-    if steps >= 500 {
-        long
-    } else {
-        short
+/// What a case's measurements are, for the ζ default.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum DataKind {
+    MrKspace,
+    CtLineIntegrals,
+    CtCounts,
+}
+
+fn data_kind(case: &[CaseSlice]) -> DataKind {
+    match case.first().map(|s| &s.raw.data) {
+        Some(Measurement::CtSinogram(s)) => match s.data_type {
+            CtDataType::LineIntegral => DataKind::CtLineIntegrals,
+            CtDataType::Counts { .. } => DataKind::CtCounts,
+        },
+        _ => DataKind::MrKspace,
     }
+}
+
+/// The shipped presets' ζ for this kind of data and guidance: their full value at
+/// ≥ 500 steps, else their fast value. The transmission distance weighs residuals
+/// by √(N/2), so counts take a far smaller ζ than line integrals.
+fn default_zeta(data: DataKind, guidance: Guidance, steps: usize) -> anyhow::Result<f64> {
+    let (long, short) = match (data, guidance) {
+        (DataKind::MrKspace, _) => (10.0, 16.0),
+        (DataKind::CtLineIntegrals, Guidance::Ramp) => (8.0, 32.0),
+        (DataKind::CtLineIntegrals, Guidance::Plain) => (0.3, 2.0),
+        (DataKind::CtCounts, Guidance::Ramp) => (0.25, 0.5),
+        (DataKind::CtCounts, Guidance::Plain) => anyhow::bail!(
+            "no tuned ζ for CT counts with plain guidance: give --zeta, or use --guidance ramp"
+        ),
+    };
+    Ok(if steps >= 500 { long } else { short })
 }
 
 #[cfg(test)]
@@ -220,24 +243,30 @@ mod tests {
     /// preset cannot leave `validate` scoring a stale ζ.
     #[test]
     fn default_zeta_follows_the_presets() {
-        for (name, ct) in [
-            ("mri-cartesian-4x", false),
-            ("mri-cartesian-8x", false),
-            ("mri-cartesian-8x-fast", false),
-            ("ct-sparse-view", true),
-            ("ct-sparse-view-fast", true),
+        for (name, data) in [
+            ("mri-cartesian-4x", DataKind::MrKspace),
+            ("mri-cartesian-8x", DataKind::MrKspace),
+            ("mri-cartesian-8x-fast", DataKind::MrKspace),
+            ("ct-sparse-view", DataKind::CtLineIntegrals),
+            ("ct-sparse-view-fast", DataKind::CtLineIntegrals),
+            ("ct-low-dose-poisson", DataKind::CtCounts),
+            ("ct-low-dose-poisson-fast", DataKind::CtCounts),
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("pipelines")
                 .join(format!("{name}.toml"));
             let s = Preset::load(&path).unwrap().dps_settings(None, None);
             assert_eq!(
-                default_zeta(ct, s.guidance, s.steps),
+                default_zeta(data, s.guidance, s.steps).unwrap(),
                 s.zeta,
                 "{name}: {} steps, {:?} guidance",
                 s.steps,
                 s.guidance
             );
         }
+        assert!(default_zeta(DataKind::CtCounts, Guidance::Plain, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("give --zeta"));
     }
 }

@@ -197,8 +197,6 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// ζ of the shipped presets (pipelines/*.toml) for the modality and guidance at
-/// `steps`: the 1000-step value from 500 steps on, else the 100-step one.
 /// What a case's measurements are, for the ζ default.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum DataKind {
@@ -217,9 +215,10 @@ fn data_kind(case: &[CaseSlice]) -> DataKind {
     }
 }
 
-/// The shipped presets' ζ for this kind of data and guidance: their full value at
-/// ≥ 500 steps, else their fast value. The transmission distance weighs residuals
-/// by √(N/2), so counts take a far smaller ζ than line integrals.
+/// ζ of the shipped presets (pipelines/*.toml) for this kind of data and guidance
+/// at `steps`: the 1000-step value from 500 steps on, else the 100-step one. The
+/// transmission distance weighs residuals by √(N/2), so counts take a far smaller ζ
+/// than line integrals.
 fn default_zeta(data: DataKind, guidance: Guidance, steps: usize) -> anyhow::Result<f64> {
     let (long, short) = match (data, guidance) {
         (DataKind::MrKspace, _) => (10.0, 16.0),

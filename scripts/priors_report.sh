@@ -122,6 +122,7 @@ names = {"mri-4x": "MRI 4× (random lines, 8 % ACS)", "mri-8x": "MRI 8× (random
          "ct-30": "CT 30 parallel views", "ct-18": "CT 18 parallel views",
          "ct-30-ellipses": "CT 30 parallel views, held-out ellipses",
          "ct-18-ellipses": "CT 18 parallel views, held-out ellipses"}
+variants = ("full", "fast", "mean", "full-mean")  # the runs of the loop above
 def load(row, v):
     p = os.path.join(out, row, v, "report.json")
     return json.load(open(p)) if os.path.exists(p) else None
@@ -153,7 +154,7 @@ def cell(r, m):
     s = r["mean"][m]
     return "%.2f dB / %.3f / %.1f s" % (s["psnr"], s["ssim"], s["seconds"])
 for row in rows:
-    full, fast, mean, full_mean = (load(row, v) for v in ("full", "fast", "mean", "full-mean"))
+    full, fast, mean, full_mean = (load(row, v) for v in variants)
     ref = fast or full or mean
     if ref is None:
         continue
@@ -204,7 +205,7 @@ lines += [
           "", "## Priors", ""]
 cards = {}
 for row in rows:
-    for v in ("full", "fast", "mean", "full-mean"):
+    for v in variants:
         r = load(row, v)
         if r:
             cards[r["prior"]["card"]] = r["dps"]["guidance"]
@@ -217,7 +218,7 @@ for row in rows:
     case = os.path.join(out, row, "case", "simulation.json")
     if os.path.exists(case):
         lines.append("- %s, data: `%s`" % (row, json.load(open(case))["command"]))
-    for v in ("full", "fast", "mean", "full-mean"):
+    for v in variants:
         r = load(row, v)
         if r:
             lines.append("- %s, %s: `%s`" % (row, v, r["command"]))

@@ -22,10 +22,11 @@
 #   SKIP_FULL=1                        skip the 1000-step runs (quick check)
 #   MEAN_OF=4                          posterior samples averaged in the third run
 #                                      (0 skips it)
-#   FULL_MEAN_ROWS="mri-8x" FULL_MEAN_OF=2
+#   FULL_MEAN_ROWS="mri-8x" FULL_MEAN_OF=4
 #                                      a fourth run for these rows: the full preset
 #                                      with the mean of N samples (default no row:
-#                                      it costs about N/2 times the full run)
+#                                      it costs about N/2 times the full run; default
+#                                      N: the preset's own `samples`, what it writes)
 #   THREADS=0                          --threads of every run (0: all cores)
 #   BUSY_WITH="a training run"         what else ran meanwhile (a note in the report)
 #   OUT=out/priors-report              work folder (cases, report.json per run)
@@ -40,7 +41,6 @@ all_rows="mri-4x mri-8x ct-30 ct-18 ct-30-ellipses ct-18-ellipses"
 rows=${ROWS:-$all_rows}
 threads=${THREADS:-0}
 mean_of=${MEAN_OF:-4}
-full_mean_of=${FULL_MEAN_OF:-2}
 full_mean_rows=" ${FULL_MEAN_ROWS:-} "
 
 for f in "$bin" "$colin"; do
@@ -97,7 +97,7 @@ for row in $rows; do
         samples=1
         [[ $variant == fast || $variant == mean ]] && p=$p-fast
         [[ $variant == mean ]] && samples=$mean_of
-        [[ $variant == full-mean ]] && samples=$full_mean_of
+        [[ $variant == full-mean ]] && samples=${FULL_MEAN_OF:-$(sampler_value "$p" samples)}
         [[ $variant == full-mean && $full_mean_rows != *" $row "* ]] && continue
         [[ $variant == full && ${SKIP_FULL:-0} == 1 ]] && continue
         [[ $variant == mean && $mean_of == 0 ]] && continue

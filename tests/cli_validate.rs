@@ -371,6 +371,41 @@ fn validate_refuses_what_does_not_fit() {
         stderr.contains("is for HU images, the case is MR"),
         "{stderr}"
     );
+
+    // One case holding line integrals and counts: the ζ default and the baselines
+    // follow the kind of data, so the case is refused, naming the odd file.
+    let simulate = |extra: &[&str], out: &Path| {
+        ok(&Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+            .args(["--threads", "1", "simulate", "--source", "ellipses-ct:4"])
+            .args(["--size", "32", "--views", "12"])
+            .args(extra)
+            .args(["-o", arg(out)])
+            .output()
+            .expect("run dps-recon"));
+    };
+    let (mixed, counts) = (dir.path().join("mixed"), dir.path().join("counts"));
+    simulate(&[], &mixed);
+    simulate(&["--counts", "1e4"], &counts);
+    let odd = mixed.join("raw/slice_0002.dcm");
+    std::fs::copy(counts.join("raw/slice_0001.dcm"), &odd).unwrap();
+    let out = dps_recon(&[
+        "--case",
+        arg(&mixed),
+        "--prior",
+        arg(&card),
+        "-o",
+        arg(&dir.path().join("c")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: CT transmission counts, but {} has CT line integrals",
+            odd.display(),
+            mixed.join("raw/slice_0001.dcm").display()
+        )),
+        "{stderr}"
+    );
 }
 
 /// `--mri-scale auto` maps each slice's CG-SENSE 99.9th percentile to the card's

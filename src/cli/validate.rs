@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use dps_recon::dicom::{CtDataType, ImageModality, Measurement};
+use dps_recon::dicom::ImageModality;
 use dps_recon::pipeline::preset::MriScale;
 use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance};
 use dps_recon::pipeline::simulate::{simulate, write_simulation, SimulationConfig};
 use dps_recon::pipeline::validate::{
-    case_files, case_modality, check_prior, default_baselines, fmt_number, load_case,
-    parse_baseline, validate, write_report, CaseSlice, ReportInfo, ValidationSettings, DPS,
+    case_data_kind, case_files, check_prior, default_baselines, fmt_number, load_case,
+    parse_baseline, validate, write_report, CaseSlice, DataKind, ReportInfo, ValidationSettings,
+    DPS,
 };
 use dps_recon::prior::Prior;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -96,7 +97,9 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         None => Input::Simulated(args.simulation.config()?),
     };
     let modality = match &input {
-        Input::Existing(_, case) => case_modality(case),
+        Input::Existing(_, case) => case_data_kind(case)
+            .context("the case has no slices")?
+            .modality(),
         Input::Simulated(config) => config.acquisition.modality(),
     };
     let baselines = if args.baselines.is_empty() {
@@ -139,7 +142,11 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             steps: args.steps,
             zeta: match args.zeta {
                 Some(zeta) => zeta,
-                None => default_zeta(data_kind(&case), guidance, args.steps)?,
+                None => default_zeta(
+                    case_data_kind(&case).context("the case has no slices")?,
+                    guidance,
+                    args.steps,
+                )?,
             },
             eta: args.eta,
             samples: args.samples,
@@ -195,24 +202,6 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     );
     write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// What a case's measurements are, for the ζ default.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum DataKind {
-    MrKspace,
-    CtLineIntegrals,
-    CtCounts,
-}
-
-fn data_kind(case: &[CaseSlice]) -> DataKind {
-    match case.first().map(|s| &s.raw.data) {
-        Some(Measurement::CtSinogram(s)) => match s.data_type {
-            CtDataType::LineIntegral => DataKind::CtLineIntegrals,
-            CtDataType::Counts { .. } => DataKind::CtCounts,
-        },
-        _ => DataKind::MrKspace,
-    }
 }
 
 /// ζ of the shipped presets (pipelines/*.toml) for this kind of data and guidance

@@ -31,7 +31,8 @@ use super::reconstruct::{
 };
 use super::simulate::modality_str;
 use crate::dicom::{
-    read_raw, read_series, ImageModality, Measurement, Plane, RawMeasurement, ReadLimits,
+    read_raw, read_series, CtDataType, ImageModality, Measurement, Plane, RawMeasurement,
+    ReadLimits,
 };
 use crate::metrics::{nmse, psnr, ssim};
 use crate::prior::Prior;
@@ -197,11 +198,16 @@ pub fn load_case(raw_files: &[PathBuf], truth_files: &[PathBuf]) -> anyhow::Resu
             .total_cmp(&b.plane.distance_along(normal))
             .then(a.instance_number.cmp(&b.instance_number))
     });
-    let modality = raws[0].0.data.modality();
-    ensure!(
-        raws.iter().all(|(r, _)| r.data.modality() == modality),
-        "the raw slices mix MR and CT"
-    );
+    let kind = DataKind::of(&raws[0].0.data);
+    if let Some((r, f)) = raws.iter().find(|(r, _)| DataKind::of(&r.data) != kind) {
+        bail!(
+            "{}: {}, but {} has {} (one case holds one kind of data)",
+            f.display(),
+            DataKind::of(&r.data),
+            raws[0].1.display(),
+            kind
+        );
+    }
     let series = read_series(truth_files, limits).context("reading the ground-truth series")?;
     raws.into_iter()
         .map(|(raw, file)| {
@@ -230,13 +236,49 @@ pub fn load_case(raw_files: &[PathBuf], truth_files: &[PathBuf]) -> anyhow::Resu
         .collect()
 }
 
-/// MR for k-space, CT for sinograms (of the first slice; [`load_case`] checks
-/// that they agree).
-pub fn case_modality(case: &[CaseSlice]) -> ImageModality {
-    match case.first().map(|s| &s.raw.data) {
-        Some(Measurement::MriKspace(_)) => ImageModality::Mr,
-        _ => ImageModality::Ct,
+/// What a raw slice holds: it sets the image modality, the baselines and the ζ
+/// default (CT counts weigh residuals by √(N/2), so they take a far smaller ζ than
+/// line integrals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataKind {
+    MrKspace,
+    CtLineIntegrals,
+    CtCounts,
+}
+
+impl DataKind {
+    pub fn of(data: &Measurement) -> Self {
+        match data {
+            Measurement::MriKspace(_) => Self::MrKspace,
+            Measurement::CtSinogram(s) => match s.data_type {
+                CtDataType::LineIntegral => Self::CtLineIntegrals,
+                CtDataType::Counts { .. } => Self::CtCounts,
+            },
+        }
     }
+
+    pub fn modality(self) -> ImageModality {
+        match self {
+            Self::MrKspace => ImageModality::Mr,
+            Self::CtLineIntegrals | Self::CtCounts => ImageModality::Ct,
+        }
+    }
+}
+
+impl std::fmt::Display for DataKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MrKspace => "MR k-space",
+            Self::CtLineIntegrals => "CT line integrals",
+            Self::CtCounts => "CT transmission counts",
+        })
+    }
+}
+
+/// The data kind of a case: that of its first slice ([`load_case`] checks that
+/// all agree). `None` for an empty case.
+pub fn case_data_kind(case: &[CaseSlice]) -> Option<DataKind> {
+    case.first().map(|s| DataKind::of(&s.raw.data))
 }
 
 /// Whether two planes have the same orientation (to 1e-4) and position (to 0.01 mm).
@@ -326,8 +368,9 @@ pub fn validate(
     device: Device,
     progress: &mut dyn FnMut(usize, usize, usize),
 ) -> anyhow::Result<Validation> {
-    ensure!(!case.is_empty(), "the case has no slices");
-    let modality = case_modality(case);
+    let modality = case_data_kind(case)
+        .context("the case has no slices")?
+        .modality();
     check_prior(prior, modality)?;
     for (i, b) in settings.baselines.iter().enumerate() {
         ensure!(

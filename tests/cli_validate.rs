@@ -74,6 +74,17 @@ fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// The stderr of a run that was refused (exit status 2).
+fn refused(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
 fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -324,7 +335,7 @@ fn mr_validation_of_a_simulated_case_and_of_the_same_case_again() {
 fn validate_refuses_what_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
     let o = arg(dir.path());
-    let out = dps_recon(&[
+    let stderr = refused(&dps_recon(&[
         "--case",
         o,
         "--source",
@@ -333,12 +344,11 @@ fn validate_refuses_what_does_not_fit() {
         "p.json",
         "-o",
         o,
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    ]));
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
 
     let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
-    let out = dps_recon(&[
+    let stderr = refused(&dps_recon(&[
         "--source",
         "shepp-logan",
         "--size",
@@ -349,13 +359,11 @@ fn validate_refuses_what_does_not_fit() {
         arg(&card),
         "-o",
         arg(&dir.path().join("a")),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    ]));
     assert!(stderr.contains("'fbp' does not apply to MR"), "{stderr}");
 
     // A CT prior for an MR case.
-    let out = dps_recon(&[
+    let stderr = refused(&dps_recon(&[
         "--source",
         "shepp-logan",
         "--size",
@@ -364,9 +372,7 @@ fn validate_refuses_what_does_not_fit() {
         arg(&card),
         "-o",
         arg(&dir.path().join("b")),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    ]));
     assert!(
         stderr.contains("is for HU images, the case is MR"),
         "{stderr}"
@@ -388,16 +394,14 @@ fn validate_refuses_what_does_not_fit() {
     simulate(&["--counts", "1e4"], &counts);
     let odd = mixed.join("raw/slice_0002.dcm");
     std::fs::copy(counts.join("raw/slice_0001.dcm"), &odd).unwrap();
-    let out = dps_recon(&[
+    let stderr = refused(&dps_recon(&[
         "--case",
         arg(&mixed),
         "--prior",
         arg(&card),
         "-o",
         arg(&dir.path().join("c")),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    ]));
     assert!(
         stderr.contains(&format!(
             "{}: CT transmission counts, but {} has CT line integrals",
@@ -471,16 +475,14 @@ fn mr_intensity_scale_follows_the_cards_reference_percentile() {
     // A reference outside the card's physical range is refused, naming the card.
     card["intensity"]["reference_p999"] = Value::from(2.0);
     std::fs::write(&card_path, serde_json::to_string(&card).unwrap()).unwrap();
-    let out = dps_recon(&[
+    let err = refused(&dps_recon(&[
         "--case",
         arg(&case),
         "--prior",
         arg(&card_path),
         "-o",
         arg(&dir.path().join("e")),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    ]));
     assert!(
         err.contains("reference_p999") && err.contains("tiny.json"),
         "{err}"

@@ -97,9 +97,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         None => Input::Simulated(args.simulation.config()?),
     };
     let modality = match &input {
-        Input::Existing(_, case) => case_data_kind(case)
-            .context("the case has no slices")?
-            .modality(),
+        Input::Existing(_, case) => case_data_kind(case)?.modality(),
         Input::Simulated(config) => config.acquisition.modality(),
     };
     let baselines = if args.baselines.is_empty() {
@@ -142,11 +140,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             steps: args.steps,
             zeta: match args.zeta {
                 Some(zeta) => zeta,
-                None => default_zeta(
-                    case_data_kind(&case).context("the case has no slices")?,
-                    guidance,
-                    args.steps,
-                )?,
+                None => default_zeta(case_data_kind(&case)?, guidance, args.steps)?,
             },
             eta: args.eta,
             samples: args.samples,

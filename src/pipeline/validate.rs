@@ -199,13 +199,15 @@ pub fn load_case(raw_files: &[PathBuf], truth_files: &[PathBuf]) -> anyhow::Resu
             .then(a.instance_number.cmp(&b.instance_number))
     });
     let kind = DataKind::of(&raws[0].0.data);
-    if let Some((r, f)) = raws.iter().find(|(r, _)| DataKind::of(&r.data) != kind) {
+    let odd = raws
+        .iter()
+        .map(|(r, f)| (DataKind::of(&r.data), f))
+        .find(|&(k, _)| k != kind);
+    if let Some((odd_kind, f)) = odd {
         bail!(
-            "{}: {}, but {} has {} (one case holds one kind of data)",
+            "{}: {odd_kind}, but {} has {kind} (one case holds one kind of data)",
             f.display(),
-            DataKind::of(&r.data),
             raws[0].1.display(),
-            kind
         );
     }
     let series = read_series(truth_files, limits).context("reading the ground-truth series")?;
@@ -276,9 +278,10 @@ impl std::fmt::Display for DataKind {
 }
 
 /// The data kind of a case: that of its first slice ([`load_case`] checks that
-/// all agree). `None` for an empty case.
-pub fn case_data_kind(case: &[CaseSlice]) -> Option<DataKind> {
-    case.first().map(|s| DataKind::of(&s.raw.data))
+/// all agree). An error for an empty case.
+pub fn case_data_kind(case: &[CaseSlice]) -> anyhow::Result<DataKind> {
+    let first = case.first().context("the case has no slices")?;
+    Ok(DataKind::of(&first.raw.data))
 }
 
 /// Whether two planes have the same orientation (to 1e-4) and position (to 0.01 mm).
@@ -368,9 +371,7 @@ pub fn validate(
     device: Device,
     progress: &mut dyn FnMut(usize, usize, usize),
 ) -> anyhow::Result<Validation> {
-    let modality = case_data_kind(case)
-        .context("the case has no slices")?
-        .modality();
+    let modality = case_data_kind(case)?.modality();
     check_prior(prior, modality)?;
     for (i, b) in settings.baselines.iter().enumerate() {
         ensure!(

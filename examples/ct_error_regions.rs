@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
     let card = Path::new("models/ct-phantom-128/ct-phantom-128.json");
     let prior = Prior::load(card, Device::Cpu)?;
     let v = validate(&case, &prior, &settings, Device::Cpu, &mut |_, _, _| {})?;
+    let tv = settings.baselines[0].name();
 
     println!("| slice | method | PSNR (dB) | RMSE (HU) | edge band: share / RMSE | interior: share / RMSE | air: share / RMSE |");
     println!("|---|---|---|---|---|---|---|");
@@ -85,7 +86,7 @@ fn main() -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        for method in ["tv", DPS] {
+        for method in [tv, DPS] {
             let sq = (s.images[method].view([1, 1, h, w]) - &truth).square();
             let total = sq.sum(Kind::Double).double_value(&[]);
             let mut row = format!(

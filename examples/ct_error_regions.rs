@@ -6,7 +6,9 @@
 //! sparse-view CT").
 //!
 //! `cargo run --release --example ct_error_regions -- CASE STEPS ZETA SAMPLES TV_LAMBDA [ETA]`
-//! (STEPS < 1000 takes the DDIM step with ETA, default 1; 1000 the DDPM step).
+//! (STEPS < 1000 takes the DDIM step with ETA, default 1; 1000 the DDPM step). The
+//! prior is the shipped CT prior, or the model card named by the environment variable
+//! `CARD`.
 
 use std::path::Path;
 
@@ -60,8 +62,9 @@ fn main() -> anyhow::Result<()> {
     };
     let (raw, truth) = case_files(Path::new(&args[0]))?;
     let case = load_case(&raw, &truth)?;
-    let card = Path::new("models/ct-phantom-128/ct-phantom-128.json");
-    let prior = Prior::load(card, Device::Cpu)?;
+    let card = std::env::var("CARD")
+        .unwrap_or_else(|_| "models/ct-phantom-128/ct-phantom-128.json".into());
+    let prior = Prior::load(Path::new(&card), Device::Cpu)?;
     let v = validate(&case, &prior, &settings, Device::Cpu, &mut |_, _, _| {})?;
     let tv = settings.baselines[0].name();
 

@@ -7,7 +7,8 @@
 //! how far a test image lies outside what the prior learned (docs/priors.md,
 //! "What limits DPS on sparse-view CT").
 //!
-//! `cargo run --release --example prior_denoising`
+//! `cargo run --release --example prior_denoising` (the shipped CT prior, or the model
+//! card named by the environment variable `CARD`)
 
 use std::path::Path;
 
@@ -20,8 +21,9 @@ use tch::{Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {
     let _guard = tch::no_grad_guard();
-    let card = Path::new("models/ct-phantom-128/ct-phantom-128.json");
-    let prior = Prior::load(card, Device::Cpu)?;
+    let card = std::env::var("CARD")
+        .unwrap_or_else(|_| "models/ct-phantom-128/ct-phantom-128.json".into());
+    let prior = Prior::load(Path::new(&card), Device::Cpu)?;
     let point_sampled = SHEPP_LOGAN.map(|el| Ellipse {
         intensity: 1000.0 * el.intensity,
         ..el

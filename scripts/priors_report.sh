@@ -31,6 +31,10 @@
 #   BUSY_WITH="a training run"         what else ran meanwhile (a note in the report)
 #   OUT=out/priors-report              work folder (cases, report.json per run)
 #   TABLE_ONLY=1                       only rewrite the report from OUT
+# A row with no results in OUT keeps its table line, prior line, commands and any
+# note on cells entered by hand from the current docs/priors-report.md (a note
+# names such rows), so a partial rerun (e.g. after retraining one prior) does not
+# drop the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/dps-recon}
@@ -126,6 +130,11 @@ variants = ("full", "fast", "mean", "full-mean")  # the runs of the loop above
 def load(row, v):
     p = os.path.join(out, row, v, "report.json")
     return json.load(open(p)) if os.path.exists(p) else None
+# The current report, for rows without results in OUT.
+previous = open("docs/priors-report.md").read().splitlines() if os.path.exists("docs/priors-report.md") else []
+def previous_lines(prefix):
+    return [l for l in previous if l.startswith(prefix)]
+carried = []
 lines = ["# Shipped priors on held-out data", "",
          "Made by `scripts/priors_report.sh` on %s (%s, %d CPUs, CPU only) on %s." % (
              platform.node(), platform.machine(), os.cpu_count(), datetime.date.today()),
@@ -157,6 +166,10 @@ for row in rows:
     full, fast, mean, full_mean = (load(row, v) for v in variants)
     ref = fast or full or mean
     if ref is None:
+        kept = previous_lines("| %s |" % names[row])
+        if kept:
+            carried.append(row)
+            lines += kept
         continue
     first = "zero-filled" if ref["modality"].lower() == "mr" else "fbp"
     dps = [r["mean"]["dps"]["psnr"] for r in (full, fast, mean, full_mean) if r]
@@ -169,6 +182,27 @@ for row in rows:
         cell(full, "dps"), cell(fast, "dps"), mean_cell(mean), mean_cell(full_mean), gain, zetas))
 lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the best DPS column against TV.",
           "", "## Notes", ""]
+def previous_bullets(section):
+    """The bullets (with their continuation lines) of a section of the current report."""
+    out, inside = [], False
+    for l in previous:
+        if l.startswith("## "):
+            inside = l == "## " + section
+        elif inside and l.startswith("- "):
+            out.append([l])
+        elif inside and l.startswith("  ") and out:
+            out[-1].append(l)
+    return out
+previous_residuals = next((l.split("at 30 views: ")[1].rstrip(".") for l in previous
+                           if "at 30 views: " in l), "not run")
+if carried:
+    made = previous_lines("Made by ")
+    made = made[0].split(" on ")[-1].rstrip(".") if made else "an unknown date"
+    lines += ["- Rows %s are carried over unchanged from the previous version of this" % ", ".join(carried),
+              "  report (made on %s); their results were not in the work folder of this run." % made]
+    for bullet in previous_bullets("Notes"):
+        if "entered by hand" in " ".join(bullet):
+            lines += bullet
 busy = os.environ.get("BUSY_WITH", "")
 if busy:
     lines += ["- Runs shared the machine with %s, so those seconds are upper" % busy,
@@ -201,7 +235,8 @@ lines += [
           "  against 45.3–48.1 dB on unseen random ellipses; `cargo run --release --example",
           "  prior_denoising`).",
           "- CT guidance is ramp-filtered (docs/priors.md, 'Guidance and ζ'). Data residual",
-          "  ‖y − A x‖ / (σ √m) at 30 views: %s." % residuals("ct-30"),
+          "  ‖y − A x‖ / (σ √m) at 30 views: %s." % (
+              previous_residuals if "ct-30" in carried else residuals("ct-30")),
           "", "## Priors", ""]
 cards = {}
 for row in rows:
@@ -213,8 +248,15 @@ for card in sorted(cards):
     t = json.load(open(card))["training"]
     lines.append("- `%s`: %d training steps (%.2f CPU-hours), final ε-MSE %.4f; guidance `%s`"
                  % (card, t["steps"], t["seconds"] / 3600, t["final_loss"], cards[card]))
+carried_cards = {c.split("--prior ")[1].split()[0] for row in carried
+                 for c in previous_lines("- %s, " % row) if "--prior " in c}
+lines += [l for l in previous_lines("- `")
+          if l.split("`")[1] in carried_cards - set(cards)]
 lines += ["", "## Commands", ""]
 for row in rows:
+    if row in carried:
+        lines += previous_lines("- %s, " % row)
+        continue
     case = os.path.join(out, row, "case", "simulation.json")
     if os.path.exists(case):
         lines.append("- %s, data: `%s`" % (row, json.load(open(case))["command"]))

@@ -165,34 +165,63 @@ pub enum PhantomStyle {
 /// `(n, seed, style)` always gives the same image; the anatomy for a seed does not
 /// depend on `n`, and the CT and MR phantoms of one seed share it.
 pub fn random_ellipses(n: usize, seed: u64, style: PhantomStyle) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let regions = match rng.gen_range(0..3) {
-        0 => head(&mut rng),
-        1 => thorax(&mut rng),
-        _ => abdomen(&mut rng),
-    };
-    let values = match style {
-        PhantomStyle::Ct => TissueValues::ct(&mut rng),
-        PhantomStyle::Mr => TissueValues::mr(&mut rng),
-    };
-    let ellipses: Vec<Ellipse> = regions
-        .iter()
-        .map(|r| Ellipse {
-            intensity: values.of(r.tissue, r.contrast),
-            ..r.shape
-        })
-        .collect();
-    let mut img = paint(&ellipses, values.of(Tissue::Air, 0.0), n, SUPERSAMPLE);
-    if style == PhantomStyle::Mr {
-        if rng.gen_bool(0.75) {
-            apply_bias_field(&mut img, n, &mut rng);
-        }
-        let max = img.iter().copied().fold(0.0, f64::max);
-        if max > 0.0 {
-            img.iter_mut().for_each(|v| *v /= max);
+    PhantomFamily::of(style).sample(n, seed)
+}
+
+/// A family of [`random_ellipses`] phantoms: their value style and the
+/// anatomy variants drawn on top of the standard ones.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PhantomFamily {
+    pub style: PhantomStyle,
+    /// Probability in [0, 1] that a head has no scalp, so that its skull borders
+    /// the air around it (a −1000 → bone edge, as at the skull base, the sinuses
+    /// and in the Shepp–Logan phantom; standard heads have a soft-tissue rim
+    /// outside the skull). 0 gives exactly the phantoms of [`random_ellipses`].
+    pub bare_skull: f64,
+}
+
+impl PhantomFamily {
+    /// The standard phantoms of `style` (no extra variants).
+    pub fn of(style: PhantomStyle) -> Self {
+        Self {
+            style,
+            bare_skull: 0.0,
         }
     }
-    to_tensor(img.into_iter().map(|v| v as f32).collect(), n)
+
+    /// The phantom of this family for `seed`: an `f32` tensor `[n, n]` on the CPU
+    /// in the units of the style, as [`random_ellipses`] describes.
+    pub fn sample(&self, n: usize, seed: u64) -> Tensor {
+        let style = self.style;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let regions = match rng.gen_range(0..3) {
+            0 => head(&mut rng, self.bare_skull),
+            1 => thorax(&mut rng),
+            _ => abdomen(&mut rng),
+        };
+        let values = match style {
+            PhantomStyle::Ct => TissueValues::ct(&mut rng),
+            PhantomStyle::Mr => TissueValues::mr(&mut rng),
+        };
+        let ellipses: Vec<Ellipse> = regions
+            .iter()
+            .map(|r| Ellipse {
+                intensity: values.of(r.tissue, r.contrast),
+                ..r.shape
+            })
+            .collect();
+        let mut img = paint(&ellipses, values.of(Tissue::Air, 0.0), n, SUPERSAMPLE);
+        if style == PhantomStyle::Mr {
+            if rng.gen_bool(0.75) {
+                apply_bias_field(&mut img, n, &mut rng);
+            }
+            let max = img.iter().copied().fold(0.0, f64::max);
+            if max > 0.0 {
+                img.iter_mut().for_each(|v| *v /= max);
+            }
+        }
+        to_tensor(img.into_iter().map(|v| v as f32).collect(), n)
+    }
 }
 
 fn to_tensor(values: Vec<f32>, n: usize) -> Tensor {
@@ -473,9 +502,13 @@ fn region(shape: Ellipse, tissue: Tissue, contrast: f64) -> Region {
 
 /// Axial head: scalp, skull (85 %, with diploë in half of them), CSF rim, brain,
 /// white matter, ventricles, 1–4 inner ellipses, 0–3 lesions (masses,
-/// hyperdense bleeds, calcifications). Field of view ≈ 250 mm.
-fn head(rng: &mut ChaCha8Rng) -> Vec<Region> {
+/// hyperdense bleeds, calcifications). Field of view ≈ 250 mm. With probability
+/// `bare_skull` there is no scalp and the skull (always present then) is the
+/// outline; at 0 no extra random number is drawn, so the standard heads of a seed
+/// stay as they were.
+fn head(rng: &mut ChaCha8Rng, bare_skull: f64) -> Vec<Region> {
     let mut out = Vec::new();
+    let bare = bare_skull > 0.0 && rng.gen_bool(bare_skull);
     let outer = ell(
         rng.gen_range(-0.04..0.04),
         rng.gen_range(-0.04..0.04),
@@ -483,10 +516,14 @@ fn head(rng: &mut ChaCha8Rng) -> Vec<Region> {
         rng.gen_range(0.76..0.92),
         rng.gen_range(-10.0..10.0),
     );
-    out.push(region(outer, Tissue::Muscle, rng.gen_range(-1.5..0.5)));
-    let skull = shrink(&outer, rng.gen_range(0.025..0.05));
+    let skull = if bare {
+        outer
+    } else {
+        out.push(region(outer, Tissue::Muscle, rng.gen_range(-1.5..0.5)));
+        shrink(&outer, rng.gen_range(0.025..0.05))
+    };
     let bone = rng.gen_range(0.03..0.06);
-    if rng.gen_bool(0.85) {
+    if bare || rng.gen_bool(0.85) {
         out.push(region(skull, Tissue::CorticalBone, 0.0));
         if rng.gen_bool(0.5) {
             out.push(region(
@@ -952,6 +989,57 @@ mod tests {
             let tissue = v.iter().filter(|x| **x > 0.02).count() as f64 / v.len() as f64;
             assert!((0.2..0.85).contains(&tissue), "seed {seed}: {tissue}");
         }
+    }
+
+    /// Median value of the body-outline pixels (above −500 HU with a 4-neighbour
+    /// of pure air): partial-volume mixes of air and whatever forms the outline.
+    fn outline_median(img: &Tensor, n: usize) -> f64 {
+        let v = Vec::<f32>::try_from(img.flatten(0, -1)).unwrap();
+        let mut edge: Vec<f64> = (1..n - 1)
+            .flat_map(|r| (1..n - 1).map(move |c| (r, c)))
+            .filter(|&(r, c)| {
+                v[r * n + c] > -500.0
+                    && [(r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)]
+                        .iter()
+                        .any(|&(i, j)| v[i * n + j] <= -999.0)
+            })
+            .map(|(r, c)| f64::from(v[r * n + c]))
+            .collect();
+        edge.sort_by(f64::total_cmp);
+        edge[edge.len() / 2]
+    }
+
+    #[test]
+    fn bare_skull_heads_have_bone_against_air() {
+        let n = 128;
+        let bare = PhantomFamily {
+            style: PhantomStyle::Ct,
+            bare_skull: 1.0,
+        };
+        let mut heads = 0;
+        for seed in 0..12 {
+            let standard = random_ellipses(n, seed, PhantomStyle::Ct);
+            let b = bare.sample(n, seed);
+            let is_head = ChaCha8Rng::seed_from_u64(seed).gen_range(0..3) == 0;
+            if !is_head {
+                // Thorax and abdomen do not change.
+                assert!(b.equal(&standard), "seed {seed}");
+                continue;
+            }
+            heads += 1;
+            let (with_scalp, without) = (outline_median(&standard, n), outline_median(&b, n));
+            assert!(
+                with_scalp < 60.0,
+                "seed {seed}: scalp outline {with_scalp} HU"
+            );
+            assert!(without > 150.0, "seed {seed}: bare outline {without} HU");
+        }
+        assert!(heads >= 3, "{heads} heads in 12 seeds");
+        // Probability 0 is the standard family, seed for seed.
+        let none = PhantomFamily::of(PhantomStyle::Ct);
+        assert!(none
+            .sample(64, 3)
+            .equal(&random_ellipses(64, 3, PhantomStyle::Ct)));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Training is deterministic for a seed, and a run resumed from its checkpoint ends
 //! with exactly the weights of an uninterrupted run.
 
-use dps_recon::phantom::PhantomStyle;
+use dps_recon::phantom::{PhantomFamily, PhantomStyle};
 use dps_recon::prior::train::{train, TrainConfig, TrainingData};
 use dps_recon::prior::{BetaSchedule, IntensityMap, ModelCard, Prior, UNetConfig};
 use tch::{Device, Tensor};
@@ -46,7 +46,7 @@ fn weights(dir: &std::path::Path) -> Vec<(String, Tensor)> {
 fn resumed_run_matches_uninterrupted_run() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
-    let data = TrainingData::Phantoms(PhantomStyle::Mr);
+    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
     let straight = tempfile::tempdir().unwrap();
     let mut losses = Vec::new();
     train(&config(straight.path(), 4), &data, &mut |_, l| {
@@ -87,7 +87,7 @@ fn resumed_run_matches_uninterrupted_run() {
 fn checkpoint_with_another_seed_is_refused() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let data = TrainingData::Phantoms(PhantomStyle::Mr);
+    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
     train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
     let mut other = config(dir.path(), 4);
     other.seed = 12;
@@ -105,7 +105,7 @@ fn checkpoint_with_another_seed_is_refused() {
 fn torn_checkpoint_is_detected() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let data = TrainingData::Phantoms(PhantomStyle::Mr);
+    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
     let adam = dir.path().join("checkpoint-adam.safetensors");
     train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
     let old = std::fs::read(&adam).unwrap();

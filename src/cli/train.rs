@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::ValueEnum;
 use dps_recon::dicom::{read_series, scan_folder, ReadLimits};
-use dps_recon::phantom::PhantomStyle;
+use dps_recon::phantom::{PhantomFamily, PhantomStyle};
 use dps_recon::prior::train::{train, TrainConfig, TrainingData};
 use dps_recon::prior::{BetaSchedule, IntensityMap, UNetConfig};
 use dps_recon::volume::{square_resample, Volume};
@@ -19,7 +19,8 @@ pub struct Args {
     /// Training data: `nifti:PATH` (axial slices of a volume), `dicom:DIR` (every
     /// frame of the CT or MR image series under DIR; CT in HU, MR scaled per series
     /// so that its 99.9th percentile is 0.8), `phantoms:ct` or `phantoms:mr` (fresh
-    /// random-ellipse phantoms for every image).
+    /// random-ellipse phantoms for every image) or `phantoms:ct-bare-skull` (the CT
+    /// phantoms with half of the heads scalp-free, so that bone borders air).
     #[arg(long)]
     data: String,
     /// With nifti data: axial slice indices z never used for training, `A-B`
@@ -180,6 +181,9 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
 
 /// The training images, their unit, the default physical range and a description
 /// for the model card.
+/// Share of heads without a scalp in `phantoms:ct-bare-skull`.
+const BARE_SKULL_FRACTION: f64 = 0.5;
+
 fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f64), String)> {
     if let Some(path) = args.data.strip_prefix("nifti:") {
         let vol = Volume::read(path.as_ref())?;
@@ -229,21 +233,36 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
     }
     match args.data.as_str() {
         "phantoms:ct" => Ok((
-            TrainingData::Phantoms(PhantomStyle::Ct),
+            TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Ct)),
             "HU",
             (-1000.0, 1500.0),
             "random-ellipse CT phantoms in HU (dps_recon::phantom::random_ellipses, style Ct), \
              a fresh seeded phantom per image; Shepp–Logan is never a training image"
                 .into(),
         )),
+        "phantoms:ct-bare-skull" => Ok((
+            TrainingData::Phantoms(PhantomFamily {
+                style: PhantomStyle::Ct,
+                bare_skull: BARE_SKULL_FRACTION,
+            }),
+            "HU",
+            (-1000.0, 1500.0),
+            format!(
+                "random-ellipse CT phantoms in HU (dps_recon::phantom::PhantomFamily, style Ct, \
+                 bare_skull {BARE_SKULL_FRACTION}: that share of heads has no scalp, so bone \
+                 borders air), a fresh seeded phantom per image; Shepp–Logan is never a \
+                 training image"
+            ),
+        )),
         "phantoms:mr" => Ok((
-            TrainingData::Phantoms(PhantomStyle::Mr),
+            TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr)),
             "MR",
             (0.0, 1.0),
             "random-ellipse MR phantoms (style Mr), a fresh seeded phantom per image".into(),
         )),
         other => Err(anyhow::anyhow!(
-            "--data '{other}': expected nifti:PATH, dicom:DIR, phantoms:ct or phantoms:mr"
+            "--data '{other}': expected nifti:PATH, dicom:DIR, phantoms:ct, phantoms:ct-bare-skull or \
+             phantoms:mr"
         ))
         .context("bad training data"),
     }

@@ -32,15 +32,15 @@ use super::card::{IntensityMap, ModelCard, ModelFormat, TrainingRecord};
 use super::intensity;
 use super::schedule::{BetaSchedule, Schedule};
 use super::unet::{UNet, UNetConfig};
-use crate::phantom::{self, PhantomStyle};
+use crate::phantom::PhantomFamily;
 
 /// Where training images come from; all in physical units.
 pub enum TrainingData {
     /// A fixed set of 2-D images `[H, W]` (DICOM slices, NIfTI slices), each at
     /// least `image_size` on both sides; crops are drawn at random.
     Images(Vec<Tensor>),
-    /// A fresh random-ellipse phantom for every draw.
-    Phantoms(PhantomStyle),
+    /// A fresh random-ellipse phantom of the family for every draw.
+    Phantoms(PhantomFamily),
 }
 
 /// Training settings (the command line of `dps-recon train`).
@@ -320,14 +320,8 @@ fn median_p999(cfg: &TrainConfig, data: &TrainingData) -> f64 {
     let p999 = |img: &Tensor| intensity::p999_each(&img.unsqueeze(0))[0];
     let q: Vec<f64> = match data {
         TrainingData::Images(images) => images.iter().map(p999).collect(),
-        TrainingData::Phantoms(style) => (0..64)
-            .map(|seed| {
-                p999(&phantom::random_ellipses(
-                    cfg.image_size as usize,
-                    seed,
-                    *style,
-                ))
-            })
+        TrainingData::Phantoms(family) => (0..64)
+            .map(|seed| p999(&family.sample(cfg.image_size as usize, seed)))
             .collect(),
     };
     intensity::median_positive(&q).unwrap_or(cfg.intensity.physical_max)
@@ -358,9 +352,7 @@ fn draw_batch(cfg: &TrainConfig, data: &TrainingData, rng: &mut ChaCha8Rng) -> T
                 TrainingData::Images(images) => {
                     images[rng.gen_range(0..images.len())].shallow_clone()
                 }
-                TrainingData::Phantoms(style) => {
-                    phantom::random_ellipses(s as usize, rng.gen(), *style)
-                }
+                TrainingData::Phantoms(family) => family.sample(s as usize, rng.gen()),
             };
             let pad = s / 16;
             let img = img

@@ -210,9 +210,9 @@ if busy:
 elif threads != 0:
     lines += ["- Runs at %d thread(s) each; docs/BENCHMARKS.md has timings on an idle machine." % threads]
 lines += [
-          "- ζ was tuned on z = 95 (MRI) and on the 30-view Shepp–Logan case (CT) with the priors",
-          "  part-trained (the presets list every value tried), so the held-out set is not fully",
-          "  independent of that one tuning choice; the priors never saw any of it.",
+          "- ζ was tuned on z = 95 (MRI, brain prior part-trained) and on the 30-view Shepp–Logan",
+          "  case (CT, with the shipped CT prior); the presets list every value tried. So the test",
+          "  sets are not fully independent of that one tuning choice; the priors never saw any of it.",
           "- The baselines are tuned and run to convergence (λ and PDHG iterations in the",
           "  fast commands below). MRI TV on z = 85 / 95 / 105 at 3000 iterations: at 4×, λ =",
           "  0.0005 / 0.001 / 0.002 give 30.32 / 30.44 / 30.11 dB; at 8×, λ = 0.00025 / 0.0005",
@@ -231,9 +231,11 @@ lines += [
           "  pixel centre, an aliased 2000 HU staircase at the skull that the prior never saw:",
           "  there TV reached 45.96 dB and DPS 29.63 dB (100 steps) at 30 views.",
           "- Shepp–Logan is piecewise constant, the case TV is built for. The CT prior's own",
-          "  denoiser is weaker on it than on its training family (Tweedie x̂₀ at t = 5: 43.5 dB",
-          "  against 45.3–48.1 dB on unseen random ellipses; `cargo run --release --example",
-          "  prior_denoising`).",
+          "  denoiser is weaker on it than on its training family (Tweedie x̂₀ at t = 5 / 50: 44.9 /",
+          "  34.1 dB against 45.1–47.6 / 34.8–38.5 dB on unseen random ellipses; `cargo run",
+          "  --release --example prior_denoising`). The CT prior's last 2200 training steps add",
+          "  heads without scalp, where bone borders air as at Shepp–Logan's skull; before, at t = 5 /",
+          "  50, 43.5 / 31.5 dB (docs/priors.md, 'What limits DPS on sparse-view CT').",
           "- CT guidance is ramp-filtered (docs/priors.md, 'Guidance and ζ'). Data residual",
           "  ‖y − A x‖ / (σ √m) at 30 views: %s." % (
               previous_residuals if "ct-30" in carried else residuals("ct-30")),

@@ -41,7 +41,7 @@ pub struct Args {
 
     /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 10 at
     /// ≥ 500 steps, else 16 (the 8× fast preset's; the 4× one uses 20); CT line
-    /// integrals with ramp guidance 8 / 32, with plain guidance 0.3 / 2; CT counts
+    /// integrals with ramp guidance 12 / 24, with plain guidance 0.3 / 2; CT counts
     /// with ramp guidance 0.25 / 0.5, with plain guidance none (give --zeta)].
     #[arg(long)]
     pub zeta: Option<f64>,
@@ -205,7 +205,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
 fn default_zeta(data: DataKind, guidance: Guidance, steps: usize) -> anyhow::Result<f64> {
     let (long, short) = match (data, guidance) {
         (DataKind::MrKspace, _) => (10.0, 16.0),
-        (DataKind::CtLineIntegrals, Guidance::Ramp) => (8.0, 32.0),
+        (DataKind::CtLineIntegrals, Guidance::Ramp) => (12.0, 24.0),
         (DataKind::CtLineIntegrals, Guidance::Plain) => (0.3, 2.0),
         (DataKind::CtCounts, Guidance::Ramp) => (0.25, 0.5),
         (DataKind::CtCounts, Guidance::Plain) => anyhow::bail!(

@@ -199,7 +199,8 @@ if carried:
     made = previous_lines("Made by ")
     made = made[0].split(" on ")[-1].rstrip(".") if made else "an unknown date"
     lines += ["- Rows %s are carried over unchanged from the previous version of this" % ", ".join(carried),
-              "  report (made on %s); their results were not in the work folder of this run." % made]
+              "  report (made on %s, its seconds with that run's threads); their results were not" % made,
+              "  in the work folder of this run."]
     for bullet in previous_bullets("Notes"):
         if "entered by hand" in " ".join(bullet):
             lines += bullet

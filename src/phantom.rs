@@ -180,6 +180,12 @@ pub struct PhantomFamily {
     pub bare_skull: f64,
 }
 
+impl From<PhantomStyle> for PhantomFamily {
+    fn from(style: PhantomStyle) -> Self {
+        Self::of(style)
+    }
+}
+
 impl PhantomFamily {
     /// The standard phantoms of `style` (no extra variants).
     pub fn of(style: PhantomStyle) -> Self {

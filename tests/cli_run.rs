@@ -20,7 +20,7 @@ use dps_recon::dicom::{
     ImageRole, InstanceContext, Measurement, MriKspace, OutputSlice, Plane, RawMeasurement,
     ReadLimits, SeriesSpec,
 };
-use dps_recon::phantom::{hu_to_mu, random_ellipses, PhantomFamily, PhantomStyle};
+use dps_recon::phantom::{hu_to_mu, random_ellipses, PhantomStyle};
 use dps_recon::pipeline::batch::OutputLock;
 use dps_recon::pipeline::problem::Problem;
 use dps_recon::pipeline::reconstruct::{mri_intensity_scale, mri_slice_p999, normalized_residual};
@@ -66,13 +66,9 @@ fn tiny_prior(dir: &Path, style: PhantomStyle) -> PathBuf {
         log_every: 1,
         device: Device::Cpu,
     };
-    train(
-        &cfg,
-        &TrainingData::Phantoms(PhantomFamily::of(style)),
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .card_path
+    train(&cfg, &TrainingData::Phantoms(style.into()), &mut |_, _| {})
+        .unwrap()
+        .card_path
 }
 
 /// A preset for `card` with 10 DDIM steps and 2 samples; `extra` is appended.

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use dps_operators::ct::FbpFilter;
 use dps_recon::dicom::{read_raw, read_series, ReadLimits};
 use dps_recon::metrics::psnr;
-use dps_recon::phantom::{PhantomFamily, PhantomStyle};
+use dps_recon::phantom::PhantomStyle;
 use dps_recon::pipeline::problem::Problem;
 use dps_recon::pipeline::reconstruct::DEFAULT_CG_ITERATIONS;
 use dps_recon::pipeline::reconstruct::{baseline, Baseline};
@@ -52,13 +52,9 @@ fn tiny_prior(dir: &Path, style: PhantomStyle) -> PathBuf {
         log_every: 1,
         device: Device::Cpu,
     };
-    train(
-        &cfg,
-        &TrainingData::Phantoms(PhantomFamily::of(style)),
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .card_path
+    train(&cfg, &TrainingData::Phantoms(style.into()), &mut |_, _| {})
+        .unwrap()
+        .card_path
 }
 
 fn dps_recon(args: &[&str]) -> Output {

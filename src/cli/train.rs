@@ -179,11 +179,11 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The training images, their unit, the default physical range and a description
-/// for the model card.
 /// Share of heads without a scalp in `phantoms:ct-bare-skull`.
 const BARE_SKULL_FRACTION: f64 = 0.5;
 
+/// The training images, their unit, the default physical range and a description
+/// for the model card.
 fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f64), String)> {
     if let Some(path) = args.data.strip_prefix("nifti:") {
         let vol = Volume::read(path.as_ref())?;
@@ -232,30 +232,36 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
         return load_dicom(dir, args.size);
     }
     match args.data.as_str() {
-        "phantoms:ct" => Ok((
-            TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Ct)),
-            "HU",
-            (-1000.0, 1500.0),
-            "random-ellipse CT phantoms in HU (dps_recon::phantom::random_ellipses, style Ct), \
-             a fresh seeded phantom per image; Shepp–Logan is never a training image"
-                .into(),
-        )),
-        "phantoms:ct-bare-skull" => Ok((
-            TrainingData::Phantoms(PhantomFamily {
-                style: PhantomStyle::Ct,
-                bare_skull: BARE_SKULL_FRACTION,
-            }),
-            "HU",
-            (-1000.0, 1500.0),
-            format!(
-                "random-ellipse CT phantoms in HU (dps_recon::phantom::PhantomFamily, style Ct, \
-                 bare_skull {BARE_SKULL_FRACTION}: that share of heads has no scalp, so bone \
-                 borders air), a fresh seeded phantom per image; Shepp–Logan is never a \
-                 training image"
-            ),
-        )),
+        "phantoms:ct" | "phantoms:ct-bare-skull" => {
+            let bare_skull = if args.data.ends_with("bare-skull") {
+                BARE_SKULL_FRACTION
+            } else {
+                0.0
+            };
+            let variant = if bare_skull > 0.0 {
+                format!(
+                    ", bare_skull {bare_skull}: that share of heads has no scalp, so bone \
+                     borders air"
+                )
+            } else {
+                String::new()
+            };
+            Ok((
+                TrainingData::Phantoms(PhantomFamily {
+                    style: PhantomStyle::Ct,
+                    bare_skull,
+                }),
+                "HU",
+                (-1000.0, 1500.0),
+                format!(
+                    "random-ellipse CT phantoms in HU (dps_recon::phantom::PhantomFamily, style \
+                     Ct{variant}), a fresh seeded phantom per image; Shepp–Logan is never a \
+                     training image"
+                ),
+            ))
+        }
         "phantoms:mr" => Ok((
-            TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr)),
+            TrainingData::Phantoms(PhantomStyle::Mr.into()),
             "MR",
             (0.0, 1.0),
             "random-ellipse MR phantoms (style Mr), a fresh seeded phantom per image".into(),

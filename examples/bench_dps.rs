@@ -11,7 +11,7 @@ use dps_operators::masks::random_lines;
 use dps_operators::mri::SingleCoilMri;
 use dps_operators::Operator;
 use dps_recon::prior::{BetaSchedule, EpsModel, Schedule, UNetConfig, UNetPrior};
-use dps_recon::sampler::{DataTerm, DpsConfig, DpsSampler, Likelihood, Update};
+use dps_recon::sampler::{ClampGradient, DataTerm, DpsConfig, DpsSampler, Likelihood, Update};
 use tch::{Device, Kind, Tensor};
 
 /// Medians (ms) of `a` and `b` timed alternately, so that load changes on a shared
@@ -56,6 +56,7 @@ fn main() {
             steps: 1000,
             zeta: 1.0,
             update: Update::Ddpm,
+            clamp_gradient: ClampGradient::Exact,
             seed: 0,
         };
         let sampler = DpsSampler::new(&prior, &schedule, config);

@@ -17,6 +17,7 @@ use dps_recon::pipeline::preset::MriScale;
 use dps_recon::pipeline::reconstruct::{Baseline, DpsSettings, Guidance};
 use dps_recon::pipeline::validate::{case_files, load_case, validate, ValidationSettings, DPS};
 use dps_recon::prior::Prior;
+use dps_recon::sampler::ClampGradient;
 use tch::{Device, Kind, Tensor};
 
 /// Pixels within `r` px (Chebyshev) of a nonzero pixel of `mask` `[1, 1, H, W]` (0/1 f32).
@@ -57,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             samples: args[3].parse().context("SAMPLES")?,
             seed: 0,
             guidance: Guidance::Ramp,
+            clamp_gradient: ClampGradient::Exact,
         },
         mri_scale: MriScale::Auto,
     };

@@ -758,6 +758,7 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
     let m = check_done_series(&out.join(&a.study).join(&a.series), &raws_a, &kinds, &card);
     assert_eq!(m["parameters"]["likelihood_used"], "gaussian");
     assert_eq!(m["parameters"]["guidance"], "ramp");
+    assert_eq!(m["parameters"]["clamp_gradient"], "exact");
     assert_eq!(m["parameters"]["batches"], serde_json::json!([[0, 2]]));
     assert_eq!(m["warnings"], serde_json::json!([]));
     check_done_series(&out.join(&b.study).join(&b.series), &raws_b, &kinds, &card);

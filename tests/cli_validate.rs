@@ -193,6 +193,7 @@ fn ct_validation_reports_scores_that_can_be_recomputed() {
     assert_eq!(r["slices_count"], 1);
     assert_eq!(r["dps"]["steps"], 3);
     assert_eq!(r["dps"]["guidance"], "ramp");
+    assert_eq!(r["dps"]["clamp_gradient"], "exact");
     assert_eq!(r["dps"]["samples"], 2);
     assert_eq!(r["prior"]["name"], "tiny");
     assert_eq!(r["simulation"]["source"], "ellipses-ct:4");
@@ -410,6 +411,26 @@ fn validate_refuses_what_does_not_fit() {
         )),
         "{stderr}"
     );
+
+    // Counts alone are fine, with the low-dose presets' ζ and clamp gradient.
+    let out = dir.path().join("d");
+    ok(&dps_recon(&[
+        "--case",
+        arg(&counts),
+        "--prior",
+        arg(&card),
+        "--steps",
+        "2",
+        "--samples",
+        "1",
+        "--baselines",
+        "fbp",
+        "-o",
+        arg(&out),
+    ]));
+    let r = report(&out);
+    assert_eq!(r["dps"]["zeta"], 0.5);
+    assert_eq!(r["dps"]["clamp_gradient"], "straight-through");
 }
 
 /// `--mri-scale auto` maps each slice's CG-SENSE 99.9th percentile to the card's

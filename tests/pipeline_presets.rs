@@ -9,6 +9,7 @@ use dps_recon::pipeline::preset::{
     resolve_preset_path, Acquisition, LikelihoodChoice, Preset, PresetModality,
 };
 use dps_recon::pipeline::reconstruct::Baseline;
+use dps_recon::sampler::ClampGradient;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -135,10 +136,15 @@ fn presets_are_found_by_name_and_documented() {
             None => format!("{} DDPM steps", p.steps),
             Some(eta) => format!("{} DDIM steps (η {eta})", p.steps),
         };
+        let clamp = match p.clamp_gradient {
+            ClampGradient::Exact => String::new(),
+            ClampGradient::StraightThrough => "straight-through clamp gradient".into(),
+        };
         for e in [
             steps,
             format!("ζ {},", p.zeta),
             format!(" {} sample", p.samples),
+            clamp,
         ] {
             assert!(row.contains(&e), "docs/pipelines.md: {e:?} not in {row}");
         }

@@ -13,7 +13,7 @@ use dps_operators::super_resolution::SuperResolution;
 use dps_operators::Operator;
 use dps_recon::prior::gaussian::GaussianPrior;
 use dps_recon::prior::{BetaSchedule, Schedule};
-use dps_recon::sampler::{DataTerm, DpsConfig, DpsSampler, Likelihood, Update};
+use dps_recon::sampler::{ClampGradient, DataTerm, DpsConfig, DpsSampler, Likelihood, Update};
 use tch::{Device, Kind, Tensor};
 
 /// ‖y − A(x̂)‖ after DPS with the Gaussian prior N(0, 0.25 I).
@@ -30,6 +30,7 @@ fn misfit(op: &dyn Operator, y: &Tensor, zeta: f64) -> f64 {
         steps: 100,
         zeta,
         update: Update::Ddim { eta: 1.0 },
+        clamp_gradient: ClampGradient::Exact,
         seed: 5,
     };
     let x = DpsSampler::new(&prior, &schedule, config).sample(

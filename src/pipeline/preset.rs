@@ -18,6 +18,7 @@ use super::reconstruct::{
     Baseline, DpsSettings, Guidance, DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
 };
 use crate::dicom::CtGeometry;
+use crate::sampler::ClampGradient;
 
 /// A preset error: the file, the key (dotted path, when known) and the reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +200,9 @@ pub struct Preset {
     /// What the guidance measures (`sampler.guidance`, default ramp for CT, plain
     /// for MR).
     pub guidance: Guidance,
+    /// The guidance's derivative through the clamp of x̂_0
+    /// (`sampler.clamp_gradient`, default exact).
+    pub clamp_gradient: ClampGradient,
     /// Posterior samples per slice.
     pub samples: i64,
     /// Seed of the first slice batch (overridable by `--seed`).
@@ -251,6 +255,7 @@ struct SamplerTable {
     zeta: f64,
     eta: Option<f64>,
     guidance: Option<String>,
+    clamp_gradient: Option<String>,
     #[serde(default = "one")]
     samples: i64,
     #[serde(default)]
@@ -468,6 +473,10 @@ impl Preset {
                 "ramp guidance is for CT data; MR takes plain".into(),
             ));
         }
+        let clamp_gradient = match &s.clamp_gradient {
+            None => ClampGradient::default(),
+            Some(name) => name.parse().map_err(|e| err("sampler.clamp_gradient", e))?,
+        };
         if s.samples < 1 {
             return Err(err(
                 "sampler.samples",
@@ -507,6 +516,7 @@ impl Preset {
             zeta: s.zeta,
             eta: s.eta,
             guidance,
+            clamp_gradient,
             samples: s.samples,
             seed: s.seed,
             baselines,
@@ -524,6 +534,7 @@ impl Preset {
             samples: samples.unwrap_or(self.samples),
             seed: seed.unwrap_or(self.seed),
             guidance: self.guidance,
+            clamp_gradient: self.clamp_gradient,
         }
     }
 }
@@ -1043,6 +1054,12 @@ center_fraction = 0.08
                 "unknown guidance \"filtered\"",
             ),
             (
+                "zeta = 8.0",
+                "zeta = 8.0\nclamp_gradient = \"soft\"",
+                "sampler.clamp_gradient",
+                "unknown clamp gradient \"soft\": expected exact or straight-through",
+            ),
+            (
                 "mask = \"equispaced-lines\"",
                 "mask = \"spiral\"",
                 "acquisition.mask",
@@ -1150,6 +1167,15 @@ blank_scan_counts = 1e4
         assert_eq!(p.guidance, Guidance::Ramp);
         let plain = parse(&text.replace("zeta = 0.5", "zeta = 0.5\nguidance = \"plain\"")).unwrap();
         assert_eq!(plain.guidance, Guidance::Plain);
+        assert_eq!(p.clamp_gradient, ClampGradient::Exact);
+        let st = text.replace(
+            "zeta = 0.5",
+            "zeta = 0.5\nclamp_gradient = \"straight-through\"",
+        );
+        assert_eq!(
+            parse(&st).unwrap().clamp_gradient,
+            ClampGradient::StraightThrough
+        );
         assert_eq!(p.eta, None);
         assert_eq!(p.samples, 1);
         assert_eq!(

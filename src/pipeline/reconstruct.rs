@@ -11,7 +11,7 @@ use tch::{Kind, Tensor};
 use super::preset::MriScale;
 use super::problem::{ForwardModel, Modality, Problem};
 use crate::prior::{intensity, Prior};
-use crate::sampler::{posterior_stats, DataTerm, DpsConfig, DpsSampler, Update};
+use crate::sampler::{posterior_stats, ClampGradient, DataTerm, DpsConfig, DpsSampler, Update};
 
 /// What the DPS guidance measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,8 @@ pub struct DpsSettings {
     pub seed: u64,
     /// What the guidance measures (`Ramp` needs CT data).
     pub guidance: Guidance,
+    /// The guidance's derivative through the clamp of x̂_0.
+    pub clamp_gradient: ClampGradient,
 }
 
 /// A reconstructed batch of slices in output units (HU or MR magnitude).
@@ -321,6 +323,7 @@ pub fn reconstruct_dps(
             None => Update::Ddpm,
             Some(eta) => Update::Ddim { eta },
         },
+        clamp_gradient: settings.clamp_gradient,
         seed: settings.seed,
     };
     let sampler = DpsSampler::new(prior.model.as_ref(), &prior.schedule, config);

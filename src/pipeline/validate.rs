@@ -667,6 +667,7 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
             "update": if info.dps.eta.is_some() { "ddim" } else { "ddpm" },
             "eta": info.dps.eta,
             "guidance": info.dps.guidance.name(),
+            "clamp_gradient": info.dps.clamp_gradient.name(),
             "samples": info.dps.samples,
             "seed": info.dps.seed,
         },
@@ -708,10 +709,11 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
         info.prior.card.image_size
     );
     md += &format!(
-        "- DPS: {} steps, ζ = {} ({} guidance), {}, {} sample(s) per slice, seed {}\n",
+        "- DPS: {} steps, ζ = {} ({} guidance, {} clamp gradient), {}, {} sample(s) per slice, seed {}\n",
         info.dps.steps,
         info.dps.zeta,
         info.dps.guidance.name(),
+        info.dps.clamp_gradient.name(),
         match info.dps.eta {
             Some(eta) => format!("DDIM η = {eta}"),
             None => "DDPM".into(),

@@ -20,6 +20,11 @@
 //! update (η = 1 is the ancestral step of the respaced chain, η = 0 deterministic).
 //! Each step starts from a detached leaf; nothing of the graph survives a step and
 //! no gradient is built for the network's weights (the prior is frozen).
+//!
+//! The clamp of x̂_0 sits in the graph, so by default its derivative is that of
+//! the clamp: zero wherever x̂_0 leaves the range (Algorithm 1 as the authors'
+//! code runs it). [`ClampGradient::StraightThrough`] keeps the clamped value but
+//! passes the gradient as if unclamped (see there for why).
 
 use tch::{Kind, Tensor};
 
@@ -35,6 +40,55 @@ pub enum Update {
     Ddim { eta: f64 },
 }
 
+/// The derivative the guidance takes through the clamp of x̂_0 to the prior's
+/// range [−1, 1].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClampGradient {
+    /// The clamp's own derivative: zero where x̂_0 is out of range, so those
+    /// pixels pass no guidance back to x_i (Algorithm 1 with the clamp in the
+    /// graph, as in the authors' code).
+    #[default]
+    Exact,
+    /// Straight-through: the value is clamped, the gradient passes as if it were
+    /// not. Where the prior pushes a region past the range (a hole of air, −1000
+    /// HU, inside a CT body), the exact derivative leaves the data no way to pull
+    /// it back; with this one they still can.
+    StraightThrough,
+}
+
+impl ClampGradient {
+    /// `exact` or `straight-through`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::StraightThrough => "straight-through",
+        }
+    }
+}
+
+impl std::str::FromStr for ClampGradient {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(Self::Exact),
+            "straight-through" => Ok(Self::StraightThrough),
+            _ => Err(format!(
+                "unknown clamp gradient {s:?}: expected exact or straight-through"
+            )),
+        }
+    }
+}
+
+/// `x` clamped to [−1, 1], differentiable as `mode` says.
+pub fn clamp_to_range(x: &Tensor, mode: ClampGradient) -> Tensor {
+    let clamped = x.clamp(-1.0, 1.0);
+    match mode {
+        ClampGradient::Exact => clamped,
+        ClampGradient::StraightThrough => x + (clamped - x).detach(),
+    }
+}
+
 /// Sampler settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DpsConfig {
@@ -43,6 +97,8 @@ pub struct DpsConfig {
     /// Guidance step size ζ.
     pub zeta: f64,
     pub update: Update,
+    /// The guidance's derivative through the clamp of x̂_0.
+    pub clamp_gradient: ClampGradient,
     /// Seed of x_N and of every z.
     pub seed: u64,
 }
@@ -126,7 +182,7 @@ impl<'a> DpsSampler<'a> {
         );
 
         let eps = self.model.eps(&x_i, &t);
-        let x0_hat = tweedie(&x_i, &eps, ab).clamp(-1.0, 1.0);
+        let x0_hat = clamp_to_range(&tweedie(&x_i, &eps, ab), self.config.clamp_gradient);
 
         let x_prime = tch::no_grad(|| self.ancestral(i, &x_i, &x0_hat, z));
 
@@ -199,8 +255,75 @@ mod tests {
             steps,
             zeta: 0.5 * 1000.0 / steps as f64,
             update,
+            clamp_gradient: ClampGradient::Exact,
             seed: 7,
         }
+    }
+
+    /// Both modes clamp the value; the exact derivative is zero outside the
+    /// range, the straight-through one is 1 everywhere.
+    #[test]
+    fn clamp_gradient_modes() {
+        let w = Tensor::from_slice(&[2f64, 3., 5.]);
+        for (mode, expect) in [
+            (ClampGradient::Exact, [0.0, 3.0, 0.0]),
+            (ClampGradient::StraightThrough, [2.0, 3.0, 5.0]),
+        ] {
+            let x = Tensor::from_slice(&[-2f64, 0.5, 3.]).set_requires_grad(true);
+            let y = clamp_to_range(&x, mode);
+            let values: Vec<f64> = Vec::try_from(&y.detach()).unwrap();
+            assert_eq!(values, [-1.0, 0.5, 1.0], "{mode:?}");
+            let g = Tensor::run_backward(&[(&y * &w).sum(Kind::Double)], &[&x], false, false);
+            let g: Vec<f64> = Vec::try_from(&g[0]).unwrap();
+            assert_eq!(g, expect, "{mode:?}");
+            assert_eq!(mode.name().parse::<ClampGradient>(), Ok(mode));
+        }
+        assert!("clip".parse::<ClampGradient>().is_err());
+    }
+
+    /// A pixel whose x̂_0 is clamped gets no guidance with the exact derivative
+    /// and is pulled towards the data with straight-through; an unclamped pixel is
+    /// guided alike by both.
+    #[test]
+    fn clamp_gradient_decides_whether_clamped_pixels_are_guided() {
+        let schedule = full_schedule();
+        let prior = GaussianPrior {
+            mu: 0.0,
+            s2: 0.25,
+            schedule: schedule.clone(),
+        };
+        let x_i = Tensor::from_slice(&[-3f32, 0.2]).reshape([1, 1, 1, 2]);
+        let z = x_i.zeros_like();
+        let y = Tensor::full([1, 1, 1, 2], 0.5, (Kind::Float, Device::Cpu));
+        let distance = |x0: &Tensor| {
+            ((&y - x0)
+                .square()
+                .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
+                + 1e-20)
+                .sqrt()
+        };
+        let step = |zeta: f64, clamp_gradient: ClampGradient| {
+            let c = DpsConfig {
+                zeta,
+                clamp_gradient,
+                ..config(1000, Update::Ddpm)
+            };
+            let s = DpsSampler::new(&prior, &schedule, c).step(100, &x_i, &z, &distance);
+            let x0: Vec<f32> = Vec::try_from(s.x0_hat.flatten(0, -1)).unwrap();
+            assert_eq!(x0[0], -1.0, "pixel 0 must be clamped");
+            assert!(x0[1].abs() < 1.0);
+            Vec::<f32>::try_from(s.x_prev.flatten(0, -1)).unwrap()
+        };
+        let unguided = step(0.0, ClampGradient::Exact);
+        let exact = step(0.5, ClampGradient::Exact);
+        let through = step(0.5, ClampGradient::StraightThrough);
+        assert_eq!(exact[0], unguided[0]);
+        assert!(
+            through[0] > unguided[0] + 0.1,
+            "{through:?} vs {unguided:?}"
+        );
+        assert!(exact[1] > unguided[1] + 0.01, "{exact:?} vs {unguided:?}");
+        assert!((exact[1] - through[1]).abs() < 1e-6);
     }
 
     /// Inpainting with the exact Gaussian prior: observed pixels end at y, the

@@ -5,7 +5,7 @@ pub mod dps;
 pub mod likelihood;
 pub mod noise;
 
-pub use dps::{DpsConfig, DpsSampler, Update};
+pub use dps::{ClampGradient, DpsConfig, DpsSampler, Update};
 pub use likelihood::{DataTerm, Likelihood};
 
 use tch::{Kind, Tensor};

@@ -120,6 +120,10 @@ pub struct Parameters {
     /// `plain` (Algorithm 1) or `ramp` (CT: ramp-filtered residual).
     #[serde(default = "plain")]
     pub guidance: String,
+    /// `exact` (Algorithm 1) or `straight-through`: the guidance's derivative
+    /// through the clamp of x̂_0.
+    #[serde(default = "exact")]
+    pub clamp_gradient: String,
     pub samples: i64,
     /// Seed of the first batch; batch k (slices from index i) uses `seed + i`.
     pub seed: u64,
@@ -193,4 +197,8 @@ impl Manifest {
 
 fn plain() -> String {
     "plain".into()
+}
+
+fn exact() -> String {
+    "exact".into()
 }

@@ -443,11 +443,12 @@ fn dps_derivation(preset: &Preset, s: &DpsSettings, prior: &str) -> String {
         Some(eta) => format!("DDIM eta {eta}"),
     };
     format!(
-        "DPS (Chung et al. 2023), prior {prior}: {} {update} steps, zeta {} ({} guidance), \
-         mean of {} samples, seed {}; preset {} (sha256 {})",
+        "DPS (Chung et al. 2023), prior {prior}: {} {update} steps, zeta {} ({} guidance, \
+         {} clamp gradient), mean of {} samples, seed {}; preset {} (sha256 {})",
         s.steps,
         s.zeta,
         s.guidance.name(),
+        s.clamp_gradient.name(),
         s.samples,
         s.seed,
         preset.name,

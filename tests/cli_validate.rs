@@ -430,7 +430,7 @@ fn validate_refuses_what_does_not_fit() {
     ]));
     let r = report(&out);
     assert_eq!(r["dps"]["zeta"], 0.5);
-    assert_eq!(r["dps"]["clamp_gradient"], "straight-through");
+    assert_eq!(r["dps"]["clamp_gradient"], "straight-through:700");
 }
 
 /// `--mri-scale auto` maps each slice's CG-SENSE 99.9th percentile to the card's

@@ -138,7 +138,7 @@ fn presets_are_found_by_name_and_documented() {
         };
         let clamp = match p.clamp_gradient {
             ClampGradient::Exact => String::new(),
-            ClampGradient::StraightThrough => "straight-through clamp gradient".into(),
+            st => format!("clamp gradient {st}"),
         };
         for e in [
             steps,

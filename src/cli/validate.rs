@@ -54,8 +54,9 @@ pub struct Args {
     pub guidance: Option<Guidance>,
 
     /// The guidance's derivative through the clamp of x̂₀ to the prior's range:
-    /// exact (Algorithm 1: zero where x̂₀ is out of range) or straight-through
-    /// (docs/priors.md) [default: as the shipped presets: straight-through for CT
+    /// exact (Algorithm 1: zero where x̂₀ is out of range), straight-through, or
+    /// straight-through:T (straight-through at timesteps above T, exact below;
+    /// docs/priors.md) [default: as the shipped presets: straight-through:700 for CT
     /// counts below 500 steps, else exact].
     #[arg(long)]
     pub clamp_gradient: Option<ClampGradient>,
@@ -229,12 +230,11 @@ fn default_zeta(data: DataKind, guidance: Guidance, steps: usize) -> anyhow::Res
 }
 
 /// The clamp gradient of the shipped presets for this kind of data at `steps`:
-/// the fast low-dose preset passes it straight through (with the exact one 2 of 5
-/// seeds lost the head to stuck holes of air), every other preset keeps Algorithm
-/// 1's (at 1000 steps straight-through turns low-dose samples to noise).
+/// the fast low-dose preset passes it straight through above timestep 700 (with
+/// the exact one 2 of 5 seeds collapsed), every other preset keeps Algorithm 1's.
 fn default_clamp_gradient(data: DataKind, steps: usize) -> ClampGradient {
     match data {
-        DataKind::CtCounts if steps < 500 => ClampGradient::StraightThrough,
+        DataKind::CtCounts if steps < 500 => ClampGradient::StraightThrough { above: Some(700) },
         _ => ClampGradient::Exact,
     }
 }

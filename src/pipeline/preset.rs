@@ -1057,7 +1057,7 @@ center_fraction = 0.08
                 "zeta = 8.0",
                 "zeta = 8.0\nclamp_gradient = \"soft\"",
                 "sampler.clamp_gradient",
-                "unknown clamp gradient \"soft\": expected exact or straight-through",
+                "unknown clamp gradient \"soft\": expected exact, straight-through or",
             ),
             (
                 "mask = \"equispaced-lines\"",
@@ -1170,11 +1170,11 @@ blank_scan_counts = 1e4
         assert_eq!(p.clamp_gradient, ClampGradient::Exact);
         let st = text.replace(
             "zeta = 0.5",
-            "zeta = 0.5\nclamp_gradient = \"straight-through\"",
+            "zeta = 0.5\nclamp_gradient = \"straight-through:700\"",
         );
         assert_eq!(
             parse(&st).unwrap().clamp_gradient,
-            ClampGradient::StraightThrough
+            ClampGradient::StraightThrough { above: Some(700) }
         );
         assert_eq!(p.eta, None);
         assert_eq!(p.samples, 1);

@@ -667,7 +667,7 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
             "update": if info.dps.eta.is_some() { "ddim" } else { "ddpm" },
             "eta": info.dps.eta,
             "guidance": info.dps.guidance.name(),
-            "clamp_gradient": info.dps.clamp_gradient.name(),
+            "clamp_gradient": info.dps.clamp_gradient.to_string(),
             "samples": info.dps.samples,
             "seed": info.dps.seed,
         },
@@ -713,7 +713,7 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
         info.dps.steps,
         info.dps.zeta,
         info.dps.guidance.name(),
-        info.dps.clamp_gradient.name(),
+        info.dps.clamp_gradient,
         match info.dps.eta {
             Some(eta) => format!("DDIM η = {eta}"),
             None => "DDPM".into(),

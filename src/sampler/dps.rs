@@ -24,7 +24,8 @@
 //! The clamp of x̂_0 sits in the graph, so by default its derivative is that of
 //! the clamp: zero wherever x̂_0 leaves the range (Algorithm 1 as the authors'
 //! code runs it). [`ClampGradient::StraightThrough`] keeps the clamped value but
-//! passes the gradient as if unclamped (see there for why).
+//! passes the gradient as if unclamped, at every step or above a timestep (see
+//! there for why).
 
 use tch::{Kind, Tensor};
 
@@ -49,19 +50,31 @@ pub enum ClampGradient {
     /// graph, as in the authors' code).
     #[default]
     Exact,
-    /// Straight-through: the value is clamped, the gradient passes as if it were
-    /// not. Where the prior pushes a region past the range (a hole of air, −1000
-    /// HU, inside a CT body), the exact derivative leaves the data no way to pull
-    /// it back; with this one they still can.
-    StraightThrough,
+    /// Straight-through at the steps whose timestep t (of the prior's 0 … T−1)
+    /// exceeds `above`, at every step for `None`, exact at the others: the value
+    /// is clamped, the gradient passes as if it were not. Early in the chain x̂_0
+    /// is out of range nearly everywhere and the exact derivative passes no
+    /// guidance at all (docs/priors.md, 'The clamp and its gradient').
+    StraightThrough { above: Option<i64> },
 }
 
 impl ClampGradient {
-    /// `exact` or `straight-through`.
-    pub fn name(self) -> &'static str {
+    /// Whether the gradient passes straight through at timestep `t`.
+    pub fn straight_through_at(self, t: i64) -> bool {
         match self {
-            Self::Exact => "exact",
-            Self::StraightThrough => "straight-through",
+            Self::Exact => false,
+            Self::StraightThrough { above } => above.is_none_or(|a| t > a),
+        }
+    }
+}
+
+/// `exact`, `straight-through` or `straight-through:T` (above timestep T).
+impl std::fmt::Display for ClampGradient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact => f.write_str("exact"),
+            Self::StraightThrough { above: None } => f.write_str("straight-through"),
+            Self::StraightThrough { above: Some(t) } => write!(f, "straight-through:{t}"),
         }
     }
 }
@@ -70,22 +83,32 @@ impl std::str::FromStr for ClampGradient {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "exact" => Ok(Self::Exact),
-            "straight-through" => Ok(Self::StraightThrough),
-            _ => Err(format!(
-                "unknown clamp gradient {s:?}: expected exact or straight-through"
-            )),
+        let bad = || {
+            format!(
+                "unknown clamp gradient {s:?}: expected exact, straight-through or \
+                 straight-through:T (T a timestep ≥ 0)"
+            )
+        };
+        match s.split_once(':') {
+            None if s == "exact" => Ok(Self::Exact),
+            None if s == "straight-through" => Ok(Self::StraightThrough { above: None }),
+            Some(("straight-through", t)) => match t.parse::<i64>() {
+                Ok(t) if t >= 0 => Ok(Self::StraightThrough { above: Some(t) }),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
         }
     }
 }
 
-/// `x` clamped to [−1, 1], differentiable as `mode` says.
-pub fn clamp_to_range(x: &Tensor, mode: ClampGradient) -> Tensor {
+/// `x` clamped to [−1, 1]; its gradient passes straight through when
+/// `straight_through`, else it is the clamp's own (zero out of range).
+pub fn clamp_to_range(x: &Tensor, straight_through: bool) -> Tensor {
     let clamped = x.clamp(-1.0, 1.0);
-    match mode {
-        ClampGradient::Exact => clamped,
-        ClampGradient::StraightThrough => x + (clamped - x).detach(),
+    if straight_through {
+        x + (clamped - x).detach()
+    } else {
+        clamped
     }
 }
 
@@ -182,7 +205,8 @@ impl<'a> DpsSampler<'a> {
         );
 
         let eps = self.model.eps(&x_i, &t);
-        let x0_hat = clamp_to_range(&tweedie(&x_i, &eps, ab), self.config.clamp_gradient);
+        let through = (self.config.clamp_gradient).straight_through_at(self.schedule.timesteps[i]);
+        let x0_hat = clamp_to_range(&tweedie(&x_i, &eps, ab), through);
 
         let x_prime = tch::no_grad(|| self.ancestral(i, &x_i, &x0_hat, z));
 
@@ -260,25 +284,39 @@ mod tests {
         }
     }
 
-    /// Both modes clamp the value; the exact derivative is zero outside the
-    /// range, the straight-through one is 1 everywhere.
+    /// Both derivatives clamp the value; the exact one is zero outside the range,
+    /// the straight-through one is 1 everywhere. The modes parse from their names.
     #[test]
     fn clamp_gradient_modes() {
         let w = Tensor::from_slice(&[2f64, 3., 5.]);
-        for (mode, expect) in [
-            (ClampGradient::Exact, [0.0, 3.0, 0.0]),
-            (ClampGradient::StraightThrough, [2.0, 3.0, 5.0]),
-        ] {
+        for (through, expect) in [(false, [0.0, 3.0, 0.0]), (true, [2.0, 3.0, 5.0])] {
             let x = Tensor::from_slice(&[-2f64, 0.5, 3.]).set_requires_grad(true);
-            let y = clamp_to_range(&x, mode);
+            let y = clamp_to_range(&x, through);
             let values: Vec<f64> = Vec::try_from(&y.detach()).unwrap();
-            assert_eq!(values, [-1.0, 0.5, 1.0], "{mode:?}");
+            assert_eq!(values, [-1.0, 0.5, 1.0], "{through}");
             let g = Tensor::run_backward(&[(&y * &w).sum(Kind::Double)], &[&x], false, false);
             let g: Vec<f64> = Vec::try_from(&g[0]).unwrap();
-            assert_eq!(g, expect, "{mode:?}");
-            assert_eq!(mode.name().parse::<ClampGradient>(), Ok(mode));
+            assert_eq!(g, expect, "{through}");
         }
-        assert!("clip".parse::<ClampGradient>().is_err());
+        let above = ClampGradient::StraightThrough { above: Some(700) };
+        for (mode, at_701, at_700) in [
+            (ClampGradient::Exact, false, false),
+            (ClampGradient::StraightThrough { above: None }, true, true),
+            (above, true, false),
+        ] {
+            assert_eq!(mode.straight_through_at(701), at_701, "{mode}");
+            assert_eq!(mode.straight_through_at(700), at_700, "{mode}");
+            assert_eq!(mode.to_string().parse::<ClampGradient>(), Ok(mode));
+        }
+        assert_eq!(above.to_string(), "straight-through:700");
+        for bad in [
+            "clip",
+            "straight-through:",
+            "straight-through:-1",
+            "exact:3",
+        ] {
+            assert!(bad.parse::<ClampGradient>().is_err(), "{bad}");
+        }
     }
 
     /// A pixel whose x̂_0 is clamped gets no guidance with the exact derivative
@@ -314,16 +352,17 @@ mod tests {
             assert!(x0[1].abs() < 1.0);
             Vec::<f32>::try_from(s.x_prev.flatten(0, -1)).unwrap()
         };
+        // Step i = 100 of 1000 is at timestep 100.
+        let through = |above| ClampGradient::StraightThrough { above };
         let unguided = step(0.0, ClampGradient::Exact);
         let exact = step(0.5, ClampGradient::Exact);
-        let through = step(0.5, ClampGradient::StraightThrough);
+        let st = step(0.5, through(None));
         assert_eq!(exact[0], unguided[0]);
-        assert!(
-            through[0] > unguided[0] + 0.1,
-            "{through:?} vs {unguided:?}"
-        );
+        assert!(st[0] > unguided[0] + 0.1, "{st:?} vs {unguided:?}");
         assert!(exact[1] > unguided[1] + 0.01, "{exact:?} vs {unguided:?}");
-        assert!((exact[1] - through[1]).abs() < 1e-6);
+        assert!((exact[1] - st[1]).abs() < 1e-6);
+        assert_eq!(step(0.5, through(Some(99))), st);
+        assert_eq!(step(0.5, through(Some(100))), exact);
     }
 
     /// Inpainting with the exact Gaussian prior: observed pixels end at y, the

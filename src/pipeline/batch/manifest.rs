@@ -120,8 +120,8 @@ pub struct Parameters {
     /// `plain` (Algorithm 1) or `ramp` (CT: ramp-filtered residual).
     #[serde(default = "plain")]
     pub guidance: String,
-    /// `exact` (Algorithm 1) or `straight-through`: the guidance's derivative
-    /// through the clamp of x̂_0.
+    /// `exact` (Algorithm 1), `straight-through` or `straight-through:T`: the
+    /// guidance's derivative through the clamp of x̂_0.
     #[serde(default = "exact")]
     pub clamp_gradient: String,
     pub samples: i64,

@@ -544,7 +544,7 @@ fn base_manifest(recipe: &Recipe, options: &RunOptions, input: &SeriesGroup) -> 
             zeta: s.zeta,
             eta: s.eta,
             guidance: s.guidance.name().to_owned(),
-            clamp_gradient: s.clamp_gradient.name().to_owned(),
+            clamp_gradient: s.clamp_gradient.to_string(),
             samples: s.samples,
             seed: s.seed,
             likelihood: preset.likelihood.as_str().to_owned(),

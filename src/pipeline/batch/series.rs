@@ -448,7 +448,7 @@ fn dps_derivation(preset: &Preset, s: &DpsSettings, prior: &str) -> String {
         s.steps,
         s.zeta,
         s.guidance.name(),
-        s.clamp_gradient.name(),
+        s.clamp_gradient,
         s.samples,
         s.seed,
         preset.name,

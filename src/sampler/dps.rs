@@ -257,6 +257,14 @@ mod tests {
     use crate::prior::{BetaSchedule, UNetConfig, UNetPrior};
     use tch::Device;
 
+    /// ‖r‖ over all but the batch dimension of `[B, C, H, W]`, `[B]`.
+    fn norm_per_row(r: &Tensor) -> Tensor {
+        (r.square()
+            .sum_dim_intlist(&[1i64, 2, 3][..], false, r.kind())
+            + 1e-20)
+            .sqrt()
+    }
+
     fn full_schedule() -> Schedule {
         Schedule::new(&BetaSchedule::default())
     }
@@ -333,13 +341,7 @@ mod tests {
         let x_i = Tensor::from_slice(&[-3f32, 0.2]).reshape([1, 1, 1, 2]);
         let z = x_i.zeros_like();
         let y = Tensor::full([1, 1, 1, 2], 0.5, (Kind::Float, Device::Cpu));
-        let distance = |x0: &Tensor| {
-            ((&y - x0)
-                .square()
-                .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
-                + 1e-20)
-                .sqrt()
-        };
+        let distance = |x0: &Tensor| norm_per_row(&(&y - x0));
         let step = |zeta: f64, clamp_gradient: ClampGradient| {
             let c = DpsConfig {
                 zeta,
@@ -379,13 +381,7 @@ mod tests {
             .repeat([32 * 16])
             .reshape([1, 1, 32, 32]);
         let y = &mask * 0.6;
-        let distance = |x0: &Tensor| {
-            ((&y - x0 * &mask)
-                .square()
-                .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
-                + 1e-20)
-                .sqrt()
-        };
+        let distance = |x0: &Tensor| norm_per_row(&(&y - x0 * &mask));
         for update in [Update::Ddpm, Update::Ddim { eta: 1.0 }] {
             let steps = if update == Update::Ddpm { 1000 } else { 100 };
             let sampler = DpsSampler::new(&prior, &schedule, config(steps, update));
@@ -423,13 +419,7 @@ mod tests {
         let prior = UNetPrior::new(&UNetConfig::tiny(1), Device::Cpu);
         let schedule = full_schedule();
         let y = Tensor::ones([2, 1, 8, 8], (Kind::Float, Device::Cpu)) * 0.3;
-        let distance = |x0: &Tensor| {
-            ((&y - x0)
-                .square()
-                .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
-                + 1e-20)
-                .sqrt()
-        };
+        let distance = |x0: &Tensor| norm_per_row(&(&y - x0));
         let run = |seed| {
             let mut c = config(20, Update::Ddim { eta: 0.5 });
             c.seed = seed;
@@ -465,13 +455,7 @@ mod tests {
         let i = 25; // mid-chain: ᾱ ≈ 0.08, x̂_0 well inside the clamp
         let y = Tensor::randn([1, 1, 6, 6], (Kind::Double, Device::Cpu)) * 0.1;
         let a = Tensor::randn([1, 1, 6, 6], (Kind::Double, Device::Cpu));
-        let distance = |x0: &Tensor| {
-            ((&y - x0 * &a)
-                .square()
-                .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Double)
-                + 1e-20)
-                .sqrt()
-        };
+        let distance = |x0: &Tensor| norm_per_row(&(&y - x0 * &a));
         let x_i = Tensor::randn([1, 1, 6, 6], (Kind::Double, Device::Cpu)) * 0.1;
         let z = x_i.zeros_like();
         let step = sampler.step(i, &x_i, &z, &distance);

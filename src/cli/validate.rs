@@ -143,9 +143,10 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let guidance = args
         .guidance
         .unwrap_or(Guidance::default_for(modality == ImageModality::Ct));
+    let data = case_data_kind(&case)?;
     let clamp_gradient = match args.clamp_gradient {
         Some(mode) => mode,
-        None => default_clamp_gradient(case_data_kind(&case)?, args.steps),
+        None => default_clamp_gradient(data, args.steps),
     };
     let settings = ValidationSettings {
         baselines,
@@ -153,7 +154,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             steps: args.steps,
             zeta: match args.zeta {
                 Some(zeta) => zeta,
-                None => default_zeta(case_data_kind(&case)?, guidance, args.steps)?,
+                None => default_zeta(data, guidance, args.steps)?,
             },
             eta: args.eta,
             samples: args.samples,
@@ -212,10 +213,14 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// From this many steps on, `validate`'s defaults are those of the full
+/// (1000-step) presets, below it those of the fast (100-step) ones.
+const FULL_PRESET_STEPS: usize = 500;
+
 /// ζ of the shipped presets (pipelines/*.toml) for this kind of data and guidance
-/// at `steps`: the 1000-step value from 500 steps on, else the 100-step one. The
-/// transmission distance weighs residuals by √(N/2), so counts take a far smaller ζ
-/// than line integrals.
+/// at `steps`: the 1000-step value from [`FULL_PRESET_STEPS`] on, else the
+/// 100-step one. The transmission distance weighs residuals by √(N/2), so counts
+/// take a far smaller ζ than line integrals.
 fn default_zeta(data: DataKind, guidance: Guidance, steps: usize) -> anyhow::Result<f64> {
     let (long, short) = match (data, guidance) {
         (DataKind::MrKspace, _) => (10.0, 16.0),
@@ -226,7 +231,11 @@ fn default_zeta(data: DataKind, guidance: Guidance, steps: usize) -> anyhow::Res
             "no tuned ζ for CT counts with plain guidance: give --zeta, or use --guidance ramp"
         ),
     };
-    Ok(if steps >= 500 { long } else { short })
+    Ok(if steps >= FULL_PRESET_STEPS {
+        long
+    } else {
+        short
+    })
 }
 
 /// The clamp gradient of the shipped presets for this kind of data at `steps`:
@@ -234,7 +243,9 @@ fn default_zeta(data: DataKind, guidance: Guidance, steps: usize) -> anyhow::Res
 /// the exact one 2 of 5 seeds collapsed), every other preset keeps Algorithm 1's.
 fn default_clamp_gradient(data: DataKind, steps: usize) -> ClampGradient {
     match data {
-        DataKind::CtCounts if steps < 500 => ClampGradient::StraightThrough { above: Some(700) },
+        DataKind::CtCounts if steps < FULL_PRESET_STEPS => {
+            ClampGradient::StraightThrough { above: Some(700) }
+        }
         _ => ClampGradient::Exact,
     }
 }

@@ -205,7 +205,10 @@ impl<'a> DpsSampler<'a> {
         );
 
         let eps = self.model.eps(&x_i, &t);
-        let through = (self.config.clamp_gradient).straight_through_at(self.schedule.timesteps[i]);
+        let through = self
+            .config
+            .clamp_gradient
+            .straight_through_at(self.schedule.timesteps[i]);
         let x0_hat = clamp_to_range(&tweedie(&x_i, &eps, ab), through);
 
         let x_prime = tch::no_grad(|| self.ancestral(i, &x_i, &x0_hat, z));

@@ -193,7 +193,8 @@ fn ct_validation_reports_scores_that_can_be_recomputed() {
     assert_eq!(r["slices_count"], 1);
     assert_eq!(r["dps"]["steps"], 3);
     assert_eq!(r["dps"]["guidance"], "ramp");
-    assert_eq!(r["dps"]["clamp_gradient"], "exact");
+    // Below 500 steps, the fast presets' clamp gradient.
+    assert_eq!(r["dps"]["clamp_gradient"], "straight-through:700");
     assert_eq!(r["dps"]["samples"], 2);
     assert_eq!(r["prior"]["name"], "tiny");
     assert_eq!(r["simulation"]["source"], "ellipses-ct:4");
@@ -270,6 +271,7 @@ fn mr_validation_of_a_simulated_case_and_of_the_same_case_again() {
     ));
     let r = report(&first);
     assert_eq!(r["dps"]["guidance"], "plain");
+    assert_eq!(r["dps"]["clamp_gradient"], "straight-through:700");
     assert_eq!(r["modality"], "MR");
     assert_eq!(r["slices_count"], 2);
     assert_eq!(finite(&r["data_range"]), 1.0);

@@ -123,6 +123,13 @@ fn run_case(case: &str, preset: &str) -> BTreeMap<String, f64> {
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["status"], "done", "{manifest:#}");
+    // The fast presets' sampler, as the manifest records it.
+    let parameters = &manifest["parameters"];
+    assert_eq!(parameters["steps"], 100, "{parameters:#}");
+    assert_eq!(
+        parameters["clamp_gradient"], "straight-through:700",
+        "{parameters:#}"
+    );
     let truth = frames_by_z(&root().join("sample_data").join(case).join("truth"));
     let mut scores = BTreeMap::new();
     for output in manifest["outputs"].as_array().unwrap() {

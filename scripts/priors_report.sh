@@ -161,14 +161,12 @@ made = previous_lines("Made by ")
 made = made[0].split(" on ")[-1].rstrip(".") if made else "an unknown date"
 variant_of = {c: v for v, c in columns.items()}
 previous_dates = {}   # (row, variant) -> the date a carried cell was made, from the notes on it
-notes = [" ".join(l.strip() for l in b) for b in previous_bullets("Notes")]
+bullets = previous_bullets("Notes")
+notes = [" ".join(l.strip() for l in b) for b in bullets]
 for text in notes:   # whole rows first: a note on some of their cells overrides
-    m = (re.match(r"- Row (\S+)(): carried over whole from the report of (\d{4}-\d\d-\d\d)", text)
-         # the form of this note before cells were carried one by one
-         or re.match(r"- Rows (.*) are carried over unchanged (.*)\(made on (\d{4}-\d\d-\d\d)", text))
+    m = re.match(r"- Row (\S+): carried over whole from the report of (\d{4}-\d\d-\d\d)", text)
     if m:
-        previous_dates.update(((r.strip(), v), m.group(3))
-                              for r in m.group(1).split(",") for v in variants)
+        previous_dates.update(((m.group(1), v), m.group(2)) for v in variants)
 for text in notes:
     m = re.match(r"- Row (\S+): cells (.*) carried over from the report of (\d{4}-\d\d-\d\d)", text)
     if m:
@@ -239,7 +237,7 @@ for row, vs in carried.items():
         lines += bullet("Row %s: cells %s carried over from the report of %s (their seconds with that "
                         "run's threads); their results were not in the work folder of this run." % (
                             row, ", ".join("'%s'" % columns[v] for v in cells), date))
-for bullet, text in zip(previous_bullets("Notes"), notes):
+for bullet, text in zip(bullets, notes):
     if "entered by hand" in text and any(
             "%s %s command" % (row, v) in text for row in rows for v in variants
             if row in whole or v in carried.get(row, [])):

@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             eta: (steps < 1000).then_some(eta),
             samples: args[3].parse().context("SAMPLES")?,
             seed: 0,
-            guidance: Guidance::Ramp,
+            guidance: Guidance::RAMP,
             clamp_gradient: ClampGradient::Exact,
         },
         mri_scale: MriScale::Auto,

@@ -433,6 +433,34 @@ fn validate_refuses_what_does_not_fit() {
     let r = report(&out);
     assert_eq!(r["dps"]["zeta"], 0.5);
     assert_eq!(r["dps"]["clamp_gradient"], "straight-through:700");
+    assert_eq!(r["dps"]["guidance"], "ramp");
+
+    // A floor under the ramp is recorded as given; a negative one is refused.
+    let floored = dir.path().join("e");
+    let run = |guidance: &str, out: &Path| {
+        dps_recon(&[
+            "--case",
+            arg(&counts),
+            "--prior",
+            arg(&card),
+            "--steps",
+            "2",
+            "--samples",
+            "1",
+            "--baselines",
+            "fbp",
+            "--guidance",
+            guidance,
+            "-o",
+            arg(out),
+        ])
+    };
+    ok(&run("ramp:0.02", &floored));
+    let r = report(&floored);
+    assert_eq!(r["dps"]["guidance"], "ramp:0.02");
+    assert_eq!(r["dps"]["zeta"], 0.5);
+    let stderr = refused(&run("ramp:-0.02", &dir.path().join("f")));
+    assert!(stderr.contains("ramp:C (C ≥ 0)"), "{stderr}");
 }
 
 /// `--mri-scale auto` maps each slice's CG-SENSE 99.9th percentile to the card's

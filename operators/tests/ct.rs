@@ -473,6 +473,39 @@ fn sqrt_ramp_preconditions_the_normal_operator() {
     );
 }
 
+/// A floor c under the ramp: H² = R + c, so H²'s response to a constant
+/// detector row (DC) is c above the ramp's, and at high frequencies barely moves.
+#[test]
+fn sqrt_ramp_floor_adds_to_the_response() {
+    let g = CtGeometry::parallel(64, uniform_angles(4, 180.0));
+    let ones = Tensor::ones([1, 1, 4, 64], (Kind::Double, Device::Cpu));
+    // The middle detector, away from the zero-padded ends.
+    let dc = |h: &SqrtRamp| h.apply(&h.apply(&ones)).double_value(&[0, 0, 0, 32]);
+    let (ramp, floored) = (
+        dc(&SqrtRamp::new(&g, Device::Cpu)),
+        dc(&SqrtRamp::with_floor(&g, 0.05, Device::Cpu)),
+    );
+    assert!(ramp.abs() < 0.01, "ramp at DC {ramp}");
+    assert!(
+        (floored - ramp - 0.05).abs() < 0.01,
+        "{floored} vs {ramp} + 0.05"
+    );
+    // An alternating row (Nyquist): R = 0.5, so the floor adds 10 %.
+    let alt = Tensor::from_slice(
+        &(0..64)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect::<Vec<f64>>(),
+    )
+    .reshape([1, 1, 1, 64]);
+    let g1 = CtGeometry::parallel(64, uniform_angles(1, 180.0));
+    let nyq = |h: &SqrtRamp| h.apply(&h.apply(&alt)).double_value(&[0, 0, 0, 32]);
+    let (ramp, floored) = (
+        nyq(&SqrtRamp::new(&g1, Device::Cpu)),
+        nyq(&SqrtRamp::with_floor(&g1, 0.05, Device::Cpu)),
+    );
+    assert!((floored / ramp - 1.1).abs() < 0.02, "{floored} / {ramp}");
+}
+
 /// A fan-beam short scan (180° plus the fan angle plus 2°, from 40°) reconstructs
 /// the disc as a full turn does: Parker weights make every line count once.
 /// (Without them the short scan is 43 % off the full turn's image; with them 0.26 %.)

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use dps_recon::dicom::ImageModality;
 use dps_recon::pipeline::preset::MriScale;
 use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance};
 use dps_recon::pipeline::simulate::{simulate, write_simulation, SimulationConfig};
@@ -48,8 +47,9 @@ pub struct Args {
     pub zeta: Option<f64>,
 
     /// What the guidance measures: plain (Algorithm 1's ‖y − A x̂₀‖) or ramp (CT:
-    /// the ramp-filtered residual, a preconditioned gradient) [default: ramp for CT,
-    /// plain for MR].
+    /// the ramp-filtered residual, a preconditioned gradient), or ramp:C (CT: with a
+    /// floor C under the ramp, in cycles per sample; docs/priors.md) [default: ramp
+    /// for CT, plain for MR].
     #[arg(long)]
     pub guidance: Option<Guidance>,
 
@@ -140,10 +140,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).context("cannot read simulation.json"),
     };
-    let guidance = args
-        .guidance
-        .unwrap_or(Guidance::default_for(modality == ImageModality::Ct));
     let data = case_data_kind(&case)?;
+    let guidance = args.guidance.unwrap_or(default_guidance(data));
     let clamp_gradient = match args.clamp_gradient {
         Some(mode) => mode,
         None => default_clamp_gradient(args.steps),
@@ -217,6 +215,12 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
 /// (1000-step) presets, below it those of the fast (100-step) ones.
 const FULL_PRESET_STEPS: usize = 500;
 
+/// The guidance of the shipped presets for this kind of data (ramp for CT, plain
+/// for MR).
+fn default_guidance(data: DataKind) -> Guidance {
+    Guidance::default_for(!matches!(data, DataKind::MrKspace))
+}
+
 /// ζ of the shipped presets (pipelines/*.toml) for this kind of data and guidance
 /// at `steps`: the 1000-step value from [`FULL_PRESET_STEPS`] on, else the
 /// 100-step one. The transmission distance weighs residuals by √(N/2), so counts
@@ -224,9 +228,9 @@ const FULL_PRESET_STEPS: usize = 500;
 fn default_zeta(data: DataKind, guidance: Guidance, steps: usize) -> anyhow::Result<f64> {
     let (long, short) = match (data, guidance) {
         (DataKind::MrKspace, _) => (10.0, 16.0),
-        (DataKind::CtLineIntegrals, Guidance::Ramp) => (12.0, 24.0),
+        (DataKind::CtLineIntegrals, Guidance::Ramp { .. }) => (12.0, 24.0),
         (DataKind::CtLineIntegrals, Guidance::Plain) => (0.3, 2.0),
-        (DataKind::CtCounts, Guidance::Ramp) => (0.25, 0.5),
+        (DataKind::CtCounts, Guidance::Ramp { .. }) => (0.25, 0.5),
         (DataKind::CtCounts, Guidance::Plain) => anyhow::bail!(
             "no tuned ζ for CT counts with plain guidance: give --zeta, or use --guidance ramp"
         ),
@@ -256,7 +260,7 @@ mod tests {
     use dps_recon::pipeline::preset::Preset;
     use std::path::Path;
 
-    /// `validate`'s ζ and clamp-gradient defaults are the shipped presets' values,
+    /// `validate`'s ζ, guidance and clamp-gradient defaults are the shipped presets' values,
     /// so a retuned preset cannot leave `validate` scoring stale settings.
     #[test]
     fn defaults_follow_the_presets() {
@@ -282,6 +286,7 @@ mod tests {
                 s.guidance
             );
             assert_eq!(default_clamp_gradient(s.steps), s.clamp_gradient, "{name}");
+            assert_eq!(default_guidance(data), s.guidance, "{name}");
         }
         assert!(default_zeta(DataKind::CtCounts, Guidance::Plain, 100)
             .unwrap_err()

@@ -467,7 +467,7 @@ impl Preset {
             None => Guidance::default_for(modality == PresetModality::Ct),
             Some(name) => name.parse().map_err(|e| err("sampler.guidance", e))?,
         };
-        if guidance == Guidance::Ramp && modality != PresetModality::Ct {
+        if matches!(guidance, Guidance::Ramp { .. }) && modality != PresetModality::Ct {
             return Err(err(
                 "sampler.guidance",
                 "ramp guidance is for CT data; MR takes plain".into(),
@@ -1055,6 +1055,12 @@ center_fraction = 0.08
             ),
             (
                 "zeta = 8.0",
+                "zeta = 8.0\nguidance = \"ramp:-0.1\"",
+                "sampler.guidance",
+                "ramp:C (C ≥ 0)",
+            ),
+            (
+                "zeta = 8.0",
                 "zeta = 8.0\nclamp_gradient = \"soft\"",
                 "sampler.clamp_gradient",
                 "unknown clamp gradient \"soft\": expected exact, straight-through or",
@@ -1164,9 +1170,13 @@ blank_scan_counts = 1e4
 "#;
         let p = parse(text).unwrap();
         assert_eq!(p.prior_card, Path::new("/abs/card.json"));
-        assert_eq!(p.guidance, Guidance::Ramp);
+        assert_eq!(p.guidance, Guidance::RAMP);
         let plain = parse(&text.replace("zeta = 0.5", "zeta = 0.5\nguidance = \"plain\"")).unwrap();
         assert_eq!(plain.guidance, Guidance::Plain);
+        let floored = parse(&text.replace("zeta = 0.5", "zeta = 0.5\nguidance = \"ramp:0.02\""));
+        assert_eq!(floored.unwrap().guidance, Guidance::Ramp { floor: 0.02 });
+        assert_eq!(Guidance::Ramp { floor: 0.02 }.to_string(), "ramp:0.02");
+        assert_eq!(Guidance::RAMP.to_string(), "ramp");
         assert_eq!(p.clamp_gradient, ClampGradient::Exact);
         let st = text.replace(
             "zeta = 0.5",

@@ -14,32 +14,41 @@ use crate::prior::{intensity, Prior};
 use crate::sampler::{posterior_stats, ClampGradient, DataTerm, DpsConfig, DpsSampler, Update};
 
 /// What the DPS guidance measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Guidance {
     /// Algorithm 1: the gradient of `‖y − A(x̂_0)‖_Λ`.
     Plain,
     /// CT: the gradient of `‖H Λ^{1/2} (y − A(x̂_0))‖`, `H` the square root of the
     /// ramp filter ([`SqrtRamp`]): a filtered instead of a plain backprojection of
     /// the residual, which restores edges that plain guidance leaves blurred
-    /// (the Radon transform's normal operator falls as 1/|frequency|).
-    Ramp,
+    /// (the Radon transform's normal operator falls as 1/|frequency|). `floor`
+    /// (cycles per sample, ≥ 0; `ramp:C`) is added under the ramp, `H² = R + C`,
+    /// so that the residual's lowest frequencies keep a weight
+    /// ([`SqrtRamp::with_floor`]).
+    Ramp { floor: f64 },
 }
 
 impl Guidance {
-    /// `plain` or `ramp`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Plain => "plain",
-            Self::Ramp => "ramp",
-        }
-    }
+    /// The ramp without a floor.
+    pub const RAMP: Self = Self::Ramp { floor: 0.0 };
 
     /// The default: `ramp` for CT, `plain` for MR.
     pub fn default_for(ct: bool) -> Self {
         if ct {
-            Self::Ramp
+            Self::RAMP
         } else {
             Self::Plain
+        }
+    }
+}
+
+/// `plain`, `ramp` or `ramp:C`, as parsed.
+impl std::fmt::Display for Guidance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plain => f.write_str("plain"),
+            Self::Ramp { floor } if *floor == 0.0 => f.write_str("ramp"),
+            Self::Ramp { floor } => write!(f, "ramp:{floor}"),
         }
     }
 }
@@ -48,10 +57,15 @@ impl std::str::FromStr for Guidance {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "plain" => Ok(Self::Plain),
-            "ramp" => Ok(Self::Ramp),
-            _ => Err(format!("unknown guidance {s:?}: expected plain or ramp")),
+        let bad = || format!("unknown guidance {s:?}: expected plain, ramp or ramp:C (C ≥ 0)");
+        match s.split_once(':') {
+            None if s == "plain" => Ok(Self::Plain),
+            None if s == "ramp" => Ok(Self::RAMP),
+            Some(("ramp", c)) => match c.parse::<f64>() {
+                Ok(floor) if floor >= 0.0 && floor.is_finite() => Ok(Self::Ramp { floor }),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
         }
     }
 }
@@ -291,10 +305,12 @@ pub fn reconstruct_dps(
     };
     let ramp = match (settings.guidance, &problem.model) {
         (Guidance::Plain, _) => None,
-        (Guidance::Ramp, ForwardModel::Ct(radon)) => {
-            Some(SqrtRamp::new(radon.geometry(), problem.y.device()))
-        }
-        (Guidance::Ramp, ForwardModel::Mri(_)) => {
+        (Guidance::Ramp { floor }, ForwardModel::Ct(radon)) => Some(SqrtRamp::with_floor(
+            radon.geometry(),
+            floor,
+            problem.y.device(),
+        )),
+        (Guidance::Ramp { .. }, ForwardModel::Mri(_)) => {
             anyhow::bail!("ramp guidance is for CT data; use plain guidance for MRI")
         }
     };

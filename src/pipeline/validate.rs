@@ -666,7 +666,7 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
             "zeta": info.dps.zeta,
             "update": if info.dps.eta.is_some() { "ddim" } else { "ddpm" },
             "eta": info.dps.eta,
-            "guidance": info.dps.guidance.name(),
+            "guidance": info.dps.guidance.to_string(),
             "clamp_gradient": info.dps.clamp_gradient.to_string(),
             "samples": info.dps.samples,
             "seed": info.dps.seed,
@@ -712,7 +712,7 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
         "- DPS: {} steps, ζ = {} ({} guidance, {} clamp gradient), {}, {} sample(s) per slice, seed {}\n",
         info.dps.steps,
         info.dps.zeta,
-        info.dps.guidance.name(),
+        info.dps.guidance,
         info.dps.clamp_gradient,
         match info.dps.eta {
             Some(eta) => format!("DDIM η = {eta}"),

@@ -185,8 +185,13 @@ pub(super) fn filtered_backprojection(
 /// ramp-filtered residual, whose spectrum in the image is flat where that of
 /// `Aᵀ(y − A x)` falls as 1/|frequency|. The detector pre-weights of fan-beam FBP
 /// are left out (`H` only has to be a good preconditioner, not an inverse).
+///
+/// With a floor `c` (cycles per sample, like `R`), `H = sqrt(R + c)`: the ramp
+/// weighs the lowest frequencies of the residual (large, low-contrast structures)
+/// almost not at all; the floor gives them back a weight, the balance between a
+/// plain (`c` ≫ 0.5) and a ramp-filtered (`c` = 0) backprojection.
 pub struct SqrtRamp {
-    /// `sqrt(R)` on the rfft bins of the padded length, `[padded / 2 + 1]`, f64.
+    /// `sqrt(R + c)` on the rfft bins of the padded length, `[padded / 2 + 1]`, f64.
     response: Tensor,
     padded: i64,
     dets: i64,
@@ -195,6 +200,13 @@ pub struct SqrtRamp {
 impl SqrtRamp {
     /// For the detector of `g`, on `device`.
     pub fn new(g: &CtGeometry, device: tch::Device) -> Self {
+        Self::with_floor(g, 0.0, device)
+    }
+
+    /// `sqrt(R + floor)`, `floor` ≥ 0 in cycles per sample (`R` runs from about 0
+    /// at DC to 0.5 at Nyquist).
+    pub fn with_floor(g: &CtGeometry, floor: f64, device: tch::Device) -> Self {
+        assert!(floor >= 0.0 && floor.is_finite(), "ramp floor {floor}");
         let dets = g.n_detectors;
         let padded = (2 * dets).next_power_of_two().max(64);
         let alpha = match g.beam {
@@ -203,7 +215,7 @@ impl SqrtRamp {
         };
         let response: Vec<f64> = filter_response(padded, dets, alpha, FbpFilter::Ramp)
             .into_iter()
-            .map(|r| r.max(0.0).sqrt())
+            .map(|r| (r.max(0.0) + floor).sqrt())
             .collect();
         Self {
             response: Tensor::from_slice(&response).to_device(device),

@@ -543,7 +543,7 @@ fn base_manifest(recipe: &Recipe, options: &RunOptions, input: &SeriesGroup) -> 
             steps: s.steps,
             zeta: s.zeta,
             eta: s.eta,
-            guidance: s.guidance.name().to_owned(),
+            guidance: s.guidance.to_string(),
             clamp_gradient: s.clamp_gradient.to_string(),
             samples: s.samples,
             seed: s.seed,

@@ -447,7 +447,7 @@ fn dps_derivation(preset: &Preset, s: &DpsSettings, prior: &str) -> String {
          {} clamp gradient), mean of {} samples, seed {}; preset {} (sha256 {})",
         s.steps,
         s.zeta,
-        s.guidance.name(),
+        s.guidance,
         s.clamp_gradient,
         s.samples,
         s.seed,

@@ -414,31 +414,10 @@ fn validate_refuses_what_does_not_fit() {
         "{stderr}"
     );
 
-    // Counts alone are fine, with the low-dose presets' ζ and clamp gradient.
-    let out = dir.path().join("d");
-    ok(&dps_recon(&[
-        "--case",
-        arg(&counts),
-        "--prior",
-        arg(&card),
-        "--steps",
-        "2",
-        "--samples",
-        "1",
-        "--baselines",
-        "fbp",
-        "-o",
-        arg(&out),
-    ]));
-    let r = report(&out);
-    assert_eq!(r["dps"]["zeta"], 0.5);
-    assert_eq!(r["dps"]["clamp_gradient"], "straight-through:700");
-    assert_eq!(r["dps"]["guidance"], "ramp");
-
-    // A floor under the ramp is recorded as given; a negative one is refused.
-    let floored = dir.path().join("e");
-    let run = |guidance: &str, out: &Path| {
-        dps_recon(&[
+    // Counts alone are fine, with the low-dose presets' ζ, clamp gradient and
+    // guidance; a floor under the ramp is recorded as given, a negative one refused.
+    let run = |extra: &[&str], out: &Path| {
+        let case = [
             "--case",
             arg(&counts),
             "--prior",
@@ -449,17 +428,22 @@ fn validate_refuses_what_does_not_fit() {
             "1",
             "--baselines",
             "fbp",
-            "--guidance",
-            guidance,
-            "-o",
-            arg(out),
-        ])
+        ];
+        dps_recon(&[&case[..], extra, &["-o", arg(out)]].concat())
     };
-    ok(&run("ramp:0.02", &floored));
+    let out = dir.path().join("d");
+    ok(&run(&[], &out));
+    let r = report(&out);
+    assert_eq!(r["dps"]["zeta"], 0.5);
+    assert_eq!(r["dps"]["clamp_gradient"], "straight-through:700");
+    assert_eq!(r["dps"]["guidance"], "ramp");
+
+    let floored = dir.path().join("e");
+    ok(&run(&["--guidance", "ramp:0.02"], &floored));
     let r = report(&floored);
     assert_eq!(r["dps"]["guidance"], "ramp:0.02");
     assert_eq!(r["dps"]["zeta"], 0.5);
-    let stderr = refused(&run("ramp:-0.02", &dir.path().join("f")));
+    let stderr = refused(&run(&["--guidance", "ramp:-0.02"], &dir.path().join("f")));
     assert!(stderr.contains("ramp:C (C ≥ 0)"), "{stderr}");
 }
 

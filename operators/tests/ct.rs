@@ -477,32 +477,28 @@ fn sqrt_ramp_preconditions_the_normal_operator() {
 /// detector row (DC) is c above the ramp's, and at high frequencies barely moves.
 #[test]
 fn sqrt_ramp_floor_adds_to_the_response() {
-    let g = CtGeometry::parallel(64, uniform_angles(4, 180.0));
-    let ones = Tensor::ones([1, 1, 4, 64], (Kind::Double, Device::Cpu));
-    // The middle detector, away from the zero-padded ends.
-    let dc = |h: &SqrtRamp| h.apply(&h.apply(&ones)).double_value(&[0, 0, 0, 32]);
-    let (ramp, floored) = (
-        dc(&SqrtRamp::new(&g, Device::Cpu)),
-        dc(&SqrtRamp::with_floor(&g, 0.05, Device::Cpu)),
-    );
+    let g = CtGeometry::parallel(64, uniform_angles(1, 180.0));
+    // H²'s response to a detector row at the middle detector, away from the
+    // zero-padded ends: for the ramp and for the ramp with a floor of 0.05.
+    let responses = |row: &[f64]| {
+        let row = Tensor::from_slice(row).reshape([1, 1, 1, 64]);
+        let at = |h: SqrtRamp| h.apply(&h.apply(&row)).double_value(&[0, 0, 0, 32]);
+        (
+            at(SqrtRamp::new(&g, Device::Cpu)),
+            at(SqrtRamp::with_floor(&g, 0.05, Device::Cpu)),
+        )
+    };
+    let (ramp, floored) = responses(&[1.0; 64]);
     assert!(ramp.abs() < 0.01, "ramp at DC {ramp}");
     assert!(
         (floored - ramp - 0.05).abs() < 0.01,
         "{floored} vs {ramp} + 0.05"
     );
     // An alternating row (Nyquist): R = 0.5, so the floor adds 10 %.
-    let alt = Tensor::from_slice(
-        &(0..64)
-            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
-            .collect::<Vec<f64>>(),
-    )
-    .reshape([1, 1, 1, 64]);
-    let g1 = CtGeometry::parallel(64, uniform_angles(1, 180.0));
-    let nyq = |h: &SqrtRamp| h.apply(&h.apply(&alt)).double_value(&[0, 0, 0, 32]);
-    let (ramp, floored) = (
-        nyq(&SqrtRamp::new(&g1, Device::Cpu)),
-        nyq(&SqrtRamp::with_floor(&g1, 0.05, Device::Cpu)),
-    );
+    let alternating: Vec<f64> = (0..64)
+        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let (ramp, floored) = responses(&alternating);
     assert!((floored / ramp - 1.1).abs() < 0.02, "{floored} / {ramp}");
 }
 

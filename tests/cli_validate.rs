@@ -415,7 +415,8 @@ fn validate_refuses_what_does_not_fit() {
     );
 
     // Counts alone are fine, with the low-dose presets' ζ, clamp gradient and
-    // guidance; a floor under the ramp is recorded as given, a negative one refused.
+    // guidance (the ramp with a floor); the bare ramp keeps its own tuned ζ, and a
+    // negative floor is refused.
     let run = |extra: &[&str], out: &Path| {
         let case = [
             "--case",
@@ -434,14 +435,14 @@ fn validate_refuses_what_does_not_fit() {
     let out = dir.path().join("d");
     ok(&run(&[], &out));
     let r = report(&out);
-    assert_eq!(r["dps"]["zeta"], 0.5);
+    assert_eq!(r["dps"]["zeta"], 0.25);
     assert_eq!(r["dps"]["clamp_gradient"], "straight-through:700");
-    assert_eq!(r["dps"]["guidance"], "ramp");
-
-    let floored = dir.path().join("e");
-    ok(&run(&["--guidance", "ramp:0.02"], &floored));
-    let r = report(&floored);
     assert_eq!(r["dps"]["guidance"], "ramp:0.02");
+
+    let bare = dir.path().join("e");
+    ok(&run(&["--guidance", "ramp"], &bare));
+    let r = report(&bare);
+    assert_eq!(r["dps"]["guidance"], "ramp");
     assert_eq!(r["dps"]["zeta"], 0.5);
     let stderr = refused(&run(&["--guidance", "ramp:-0.02"], &dir.path().join("f")));
     assert!(stderr.contains("ramp:C (C ≥ 0)"), "{stderr}");

@@ -41,15 +41,15 @@ pub struct Args {
 
     /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 10 at
     /// ≥ 500 steps, else 16; CT line integrals with ramp guidance 12 / 24, with plain
-    /// guidance 0.3 / 2; CT counts with ramp guidance 0.25 / 0.5, with plain guidance
-    /// none (give --zeta)].
+    /// guidance 0.3 / 2; CT counts with ramp:C guidance (C > 0) 0.175 / 0.25, with
+    /// bare ramp guidance 0.25 / 0.5, with plain guidance none (give --zeta)].
     #[arg(long)]
     pub zeta: Option<f64>,
 
     /// What the guidance measures: plain (Algorithm 1's ‖y − A x̂₀‖) or ramp (CT:
     /// the ramp-filtered residual, a preconditioned gradient), or ramp:C (CT: with a
-    /// floor C under the ramp, in cycles per sample; docs/priors.md) [default: ramp
-    /// for CT, plain for MR].
+    /// floor C under the ramp, in cycles per sample; docs/priors.md) [default:
+    /// ramp:0.02 for CT counts, ramp for CT line integrals, plain for MR].
     #[arg(long)]
     pub guidance: Option<Guidance>,
 
@@ -215,10 +215,13 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
 /// (1000-step) presets, below it those of the fast (100-step) ones.
 const FULL_PRESET_STEPS: usize = 500;
 
-/// The guidance of the shipped presets for this kind of data (ramp for CT, plain
-/// for MR).
+/// The guidance of the shipped presets for this kind of data (`ramp:0.02` for CT
+/// counts, `ramp` for CT line integrals, plain for MR).
 fn default_guidance(data: DataKind) -> Guidance {
-    Guidance::default_for(!matches!(data, DataKind::MrKspace))
+    Guidance::default_for(
+        !matches!(data, DataKind::MrKspace),
+        matches!(data, DataKind::CtCounts),
+    )
 }
 
 /// ζ of the shipped presets (pipelines/*.toml) for this kind of data and guidance
@@ -230,6 +233,7 @@ fn default_zeta(data: DataKind, guidance: Guidance, steps: usize) -> anyhow::Res
         (DataKind::MrKspace, _) => (10.0, 16.0),
         (DataKind::CtLineIntegrals, Guidance::Ramp { .. }) => (12.0, 24.0),
         (DataKind::CtLineIntegrals, Guidance::Plain) => (0.3, 2.0),
+        (DataKind::CtCounts, Guidance::Ramp { floor }) if floor > 0.0 => (0.175, 0.25),
         (DataKind::CtCounts, Guidance::Ramp { .. }) => (0.25, 0.5),
         (DataKind::CtCounts, Guidance::Plain) => anyhow::bail!(
             "no tuned ζ for CT counts with plain guidance: give --zeta, or use --guidance ramp"

@@ -464,7 +464,10 @@ impl Preset {
             }
         }
         let guidance = match &s.guidance {
-            None => Guidance::default_for(modality == PresetModality::Ct),
+            None => Guidance::default_for(
+                modality == PresetModality::Ct,
+                doc.data.likelihood == LikelihoodChoice::Transmission,
+            ),
             Some(name) => name.parse().map_err(|e| err("sampler.guidance", e))?,
         };
         if matches!(guidance, Guidance::Ramp { .. }) && modality != PresetModality::Ct {
@@ -1170,11 +1173,19 @@ blank_scan_counts = 1e4
 "#;
         let p = parse(text).unwrap();
         assert_eq!(p.prior_card, Path::new("/abs/card.json"));
-        assert_eq!(p.guidance, Guidance::RAMP);
-        let plain = parse(&text.replace("zeta = 0.5", "zeta = 0.5\nguidance = \"plain\"")).unwrap();
-        assert_eq!(plain.guidance, Guidance::Plain);
-        let floored = parse(&text.replace("zeta = 0.5", "zeta = 0.5\nguidance = \"ramp:0.02\""));
-        assert_eq!(floored.unwrap().guidance, Guidance::Ramp { floor: 0.02 });
+        // Transmission counts default to the ramp with the low-dose floor, other
+        // CT data to the bare ramp.
+        assert_eq!(p.guidance, Guidance::Ramp { floor: 0.02 });
+        let auto = parse(&text.replace("likelihood = \"transmission\"\n", "")).unwrap();
+        assert_eq!(auto.guidance, Guidance::RAMP);
+        let guided = |g: &str| {
+            parse(&text.replace("zeta = 0.5", &format!("zeta = 0.5\nguidance = \"{g}\"")))
+                .unwrap()
+                .guidance
+        };
+        assert_eq!(guided("plain"), Guidance::Plain);
+        assert_eq!(guided("ramp"), Guidance::RAMP);
+        assert_eq!(guided("ramp:0.05"), Guidance::Ramp { floor: 0.05 });
         assert_eq!(Guidance::Ramp { floor: 0.02 }.to_string(), "ramp:0.02");
         assert_eq!(Guidance::RAMP.to_string(), "ramp");
         assert_eq!(p.clamp_gradient, ClampGradient::Exact);

@@ -32,12 +32,19 @@ impl Guidance {
     /// The ramp without a floor.
     pub const RAMP: Self = Self::Ramp { floor: 0.0 };
 
-    /// The default: `ramp` for CT, `plain` for MR.
-    pub fn default_for(ct: bool) -> Self {
-        if ct {
-            Self::RAMP
-        } else {
-            Self::Plain
+    /// The ramp with the floor the low-dose presets use (`ramp:0.02`): on
+    /// transmission counts at I0 = 1e4 the bare ramp left Shepp–Logan's large dark
+    /// ellipses to the prior (SSIM 0.49–0.61), the floor kept them (docs/priors.md,
+    /// 'Low-dose CT: what the ramp leaves to the prior').
+    pub const RAMP_LOW_DOSE: Self = Self::Ramp { floor: 0.02 };
+
+    /// The default: [`Self::RAMP_LOW_DOSE`] for CT transmission counts, `ramp` for
+    /// other CT data, `plain` for MR.
+    pub fn default_for(ct: bool, counts: bool) -> Self {
+        match (ct, counts) {
+            (true, true) => Self::RAMP_LOW_DOSE,
+            (true, false) => Self::RAMP,
+            (false, _) => Self::Plain,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Context as _};
 use dps_recon::pipeline::preset::MriScale;
-use dps_recon::pipeline::reconstruct::{Baseline, DpsSettings, Guidance};
+use dps_recon::pipeline::reconstruct::{Baseline, DpsSettings, Guidance, Refine};
 use dps_recon::pipeline::validate::{case_files, load_case, validate, ValidationSettings, DPS};
 use dps_recon::prior::Prior;
 use dps_recon::sampler::ClampGradient;
@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             seed: 0,
             guidance: Guidance::RAMP,
             clamp_gradient: ClampGradient::Exact,
+            refine: Refine::None,
         },
         mri_scale: MriScale::Auto,
     };

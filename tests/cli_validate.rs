@@ -381,6 +381,27 @@ fn validate_refuses_what_does_not_fit() {
         "{stderr}"
     );
 
+    // The lowpass refinement is for CT, refused on MR data before any sampling.
+    let mr_card = tiny_prior(&dir.path().join("mr-prior"), PhantomStyle::Mr);
+    let stderr = refused(&dps_recon(&[
+        "--source",
+        "shepp-logan",
+        "--size",
+        "32",
+        "--baselines",
+        "zero-filled",
+        "--refine",
+        "lowpass",
+        "--prior",
+        arg(&mr_card),
+        "-o",
+        arg(&dir.path().join("b2")),
+    ]));
+    assert!(
+        stderr.contains("lowpass refinement is for CT data"),
+        "{stderr}"
+    );
+
     // One case holding line integrals and counts: the ζ default and the baselines
     // follow the kind of data, so the case is refused, naming the odd file.
     let simulate = |extra: &[&str], out: &Path| {
@@ -446,6 +467,23 @@ fn validate_refuses_what_does_not_fit() {
     assert_eq!(r["dps"]["zeta"], 0.5);
     let stderr = refused(&run(&["--guidance", "ramp:-0.02"], &dir.path().join("f")));
     assert!(stderr.contains("ramp:C (C ≥ 0)"), "{stderr}");
+
+    // The lowpass refinement starts from the same sample (same seed) and fits its
+    // smooth part to the counts, so the PWLS residual falls; it is recorded.
+    let refined = dir.path().join("g");
+    ok(&run(&["--refine", "lowpass"], &refined));
+    let (before, after) = (report(&out), report(&refined));
+    assert_eq!(before["dps"]["refine"], "none");
+    assert_eq!(after["dps"]["refine"], "lowpass:4:20");
+    let residual = |r: &Value| finite(&r["mean"]["dps"]["residual"]);
+    assert!(
+        residual(&after) < 0.9 * residual(&before),
+        "residual {} → {}",
+        residual(&before),
+        residual(&after)
+    );
+    let stderr = refused(&run(&["--refine", "lowpass:0"], &dir.path().join("h")));
+    assert!(stderr.contains("SIGMA_PX > 0"), "{stderr}");
 }
 
 /// `--mri-scale auto` maps each slice's CG-SENSE 99.9th percentile to the card's

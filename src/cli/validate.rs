@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use dps_recon::pipeline::preset::MriScale;
-use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance};
+use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance, Refine};
 use dps_recon::pipeline::simulate::{simulate, write_simulation, SimulationConfig};
 use dps_recon::pipeline::validate::{
     case_data_kind, case_files, check_prior, default_baselines, fmt_number, load_case,
@@ -60,6 +60,12 @@ pub struct Args {
     /// 500 steps, else exact].
     #[arg(long)]
     pub clamp_gradient: Option<ClampGradient>,
+
+    /// What is done to each DPS sample after sampling: none (Algorithm 1), or lowpass
+    /// (CT: the sample's smooth component fitted to the data, PWLS for counts, by CG;
+    /// lowpass:SIGMA_PX:ITERATIONS, default 4 px, 20; docs/priors.md).
+    #[arg(long, default_value = "none")]
+    pub refine: Refine,
 
     /// DDIM with this η (default: the ancestral DDPM step).
     #[arg(long)]
@@ -159,6 +165,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             seed: args.dps_seed,
             guidance,
             clamp_gradient,
+            refine: args.refine,
         },
         mri_scale: args.mri_scale,
     };

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
 use super::reconstruct::{
-    Baseline, DpsSettings, Guidance, DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
+    Baseline, DpsSettings, Guidance, Refine, DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
 };
 use crate::dicom::CtGeometry;
 use crate::sampler::ClampGradient;
@@ -203,6 +203,9 @@ pub struct Preset {
     /// The guidance's derivative through the clamp of x̂_0
     /// (`sampler.clamp_gradient`, default exact).
     pub clamp_gradient: ClampGradient,
+    /// What is done to each sample after sampling (`sampler.refine`, default none;
+    /// `lowpass` is for CT).
+    pub refine: Refine,
     /// Posterior samples per slice.
     pub samples: i64,
     /// Seed of the first slice batch (overridable by `--seed`).
@@ -256,6 +259,7 @@ struct SamplerTable {
     eta: Option<f64>,
     guidance: Option<String>,
     clamp_gradient: Option<String>,
+    refine: Option<String>,
     #[serde(default = "one")]
     samples: i64,
     #[serde(default)]
@@ -480,6 +484,16 @@ impl Preset {
             None => ClampGradient::default(),
             Some(name) => name.parse().map_err(|e| err("sampler.clamp_gradient", e))?,
         };
+        let refine = match &s.refine {
+            None => Refine::None,
+            Some(name) => name.parse().map_err(|e| err("sampler.refine", e))?,
+        };
+        if matches!(refine, Refine::Lowpass(_)) && modality != PresetModality::Ct {
+            return Err(err(
+                "sampler.refine",
+                "the lowpass refinement is for CT data; MR takes none".into(),
+            ));
+        }
         if s.samples < 1 {
             return Err(err(
                 "sampler.samples",
@@ -520,6 +534,7 @@ impl Preset {
             eta: s.eta,
             guidance,
             clamp_gradient,
+            refine,
             samples: s.samples,
             seed: s.seed,
             baselines,
@@ -538,6 +553,7 @@ impl Preset {
             seed: seed.unwrap_or(self.seed),
             guidance: self.guidance,
             clamp_gradient: self.clamp_gradient,
+            refine: self.refine,
         }
     }
 }
@@ -1064,6 +1080,18 @@ center_fraction = 0.08
             ),
             (
                 "zeta = 8.0",
+                "zeta = 8.0\nrefine = \"lowpass\"",
+                "sampler.refine",
+                "the lowpass refinement is for CT data",
+            ),
+            (
+                "zeta = 8.0",
+                "zeta = 8.0\nrefine = \"lowpass:4:0\"",
+                "sampler.refine",
+                "unknown refinement \"lowpass:4:0\"",
+            ),
+            (
+                "zeta = 8.0",
                 "zeta = 8.0\nclamp_gradient = \"soft\"",
                 "sampler.clamp_gradient",
                 "unknown clamp gradient \"soft\": expected exact, straight-through or",
@@ -1188,6 +1216,19 @@ blank_scan_counts = 1e4
         assert_eq!(guided("ramp:0.05"), Guidance::Ramp { floor: 0.05 });
         assert_eq!(Guidance::Ramp { floor: 0.02 }.to_string(), "ramp:0.02");
         assert_eq!(Guidance::RAMP.to_string(), "ramp");
+        // The refinement: none by default; `lowpass` with or without parameters,
+        // written back in full.
+        assert_eq!(p.refine, Refine::None);
+        let refined = |r: &str| {
+            parse(&text.replace("zeta = 0.5", &format!("zeta = 0.5\nrefine = \"{r}\"")))
+                .unwrap()
+                .refine
+        };
+        assert_eq!(refined("lowpass"), Refine::LOWPASS);
+        assert_eq!(Refine::LOWPASS.to_string(), "lowpass:4:20");
+        assert_eq!(refined("lowpass:2.5").to_string(), "lowpass:2.5:20");
+        assert_eq!(refined("lowpass:3:10").to_string(), "lowpass:3:10");
+        assert_eq!(refined("none"), Refine::None);
         assert_eq!(p.clamp_gradient, ClampGradient::Exact);
         let st = text.replace(
             "zeta = 0.5",

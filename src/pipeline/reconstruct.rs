@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use dps_operators::ct::{FbpFilter, SqrtRamp};
 use dps_operators::noise::pwls_weights;
 use dps_operators::solvers::cg::{solve_normal, CgOptions};
+use dps_operators::solvers::lowpass::{low_frequency_correction, LowpassOptions};
 use dps_operators::solvers::tv::{tv_pdhg, TvOptions};
 use tch::{Kind, Tensor};
 
@@ -77,6 +78,73 @@ impl std::str::FromStr for Guidance {
     }
 }
 
+/// What is done to each DPS sample before the posterior mean and standard
+/// deviation are taken.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Refine {
+    /// The samples as the sampler ends them (Algorithm 1).
+    None,
+    /// CT: the samples' smooth component fitted to the data (PWLS for counts),
+    /// [`low_frequency_correction`]: DPS leaves low-frequency errors under the
+    /// white noise of the residual (docs/priors.md, 'Low-frequency data
+    /// consistency').
+    Lowpass(LowpassOptions),
+}
+
+impl Refine {
+    /// `lowpass` without parameters: σ = 4 px, 20 CG iterations (on the low-dose
+    /// cases 10 / 20 / 40 / 100 iterations gave SSIM 0.972 / 0.975 / 0.971 / 0.954).
+    pub const LOWPASS: Self = Self::Lowpass(LowpassOptions {
+        sigma_px: 4.0,
+        iterations: 20,
+    });
+}
+
+/// `none` or `lowpass:SIGMA_PX:ITERATIONS`, as parsed.
+impl std::fmt::Display for Refine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("none"),
+            Self::Lowpass(o) => write!(f, "lowpass:{}:{}", o.sigma_px, o.iterations),
+        }
+    }
+}
+
+impl std::str::FromStr for Refine {
+    type Err = String;
+
+    /// `none`, `lowpass` ([`Refine::LOWPASS`]), `lowpass:SIGMA_PX` or
+    /// `lowpass:SIGMA_PX:ITERATIONS`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "unknown refinement {s:?}: expected none, lowpass, lowpass:SIGMA_PX or \
+                 lowpass:SIGMA_PX:ITERATIONS (SIGMA_PX > 0, ITERATIONS ≥ 1)"
+            )
+        };
+        let mut parts = s.split(':');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("none"), None, None, None) => Ok(Self::None),
+            (Some("lowpass"), None, None, None) => Ok(Self::LOWPASS),
+            (Some("lowpass"), Some(sigma), iterations, None) => {
+                let sigma_px: f64 = sigma.parse().map_err(|_| bad())?;
+                let iterations = match iterations {
+                    Some(n) => n.parse().map_err(|_| bad())?,
+                    None => 20,
+                };
+                if !(sigma_px > 0.0 && sigma_px.is_finite()) || iterations == 0 {
+                    return Err(bad());
+                }
+                Ok(Self::Lowpass(LowpassOptions {
+                    sigma_px,
+                    iterations,
+                }))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// DPS settings of a preset.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DpsSettings {
@@ -93,6 +161,8 @@ pub struct DpsSettings {
     pub guidance: Guidance,
     /// The guidance's derivative through the clamp of x̂_0.
     pub clamp_gradient: ClampGradient,
+    /// What is done to each sample after sampling (`Lowpass` needs CT data).
+    pub refine: Refine,
 }
 
 /// A reconstructed batch of slices in output units (HU or MR magnitude).
@@ -321,6 +391,10 @@ pub fn reconstruct_dps(
             anyhow::bail!("ramp guidance is for CT data; use plain guidance for MRI")
         }
     };
+    anyhow::ensure!(
+        settings.refine == Refine::None || problem.modality != Modality::Mri,
+        "the lowpass refinement is for CT data; MRI takes none"
+    );
     let filter = ramp.as_ref().map(|h| move |r: &Tensor| h.apply(r));
     let term = DataTerm::new(problem.op(), &y, problem.likelihood).repeat_samples(n);
     let term = match &filter {
@@ -364,7 +438,19 @@ pub fn reconstruct_dps(
     } else {
         1.0
     };
-    let samples = problem.to_output_units(&(to_operator(&x0) * scale));
+    let samples = to_operator(&x0);
+    let samples = match settings.refine {
+        Refine::None => samples,
+        Refine::Lowpass(options) => {
+            let rep = |t: Tensor| t.repeat_interleave_self_int(n, Some(0), None);
+            let y = rep(problem.linearised_data());
+            let weights = problem
+                .blank_scan_counts
+                .map(|_| rep(pwls_weights(&problem.y)));
+            low_frequency_correction(problem.op(), &samples, &y, weights.as_ref(), &options)
+        }
+    };
+    let samples = problem.to_output_units(&(samples * scale));
     let (mean, std) = posterior_stats(&samples, n);
     Ok(Reconstruction { mean, std })
 }

@@ -668,6 +668,7 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
             "eta": info.dps.eta,
             "guidance": info.dps.guidance.to_string(),
             "clamp_gradient": info.dps.clamp_gradient.to_string(),
+            "refine": info.dps.refine.to_string(),
             "samples": info.dps.samples,
             "seed": info.dps.seed,
         },
@@ -709,11 +710,12 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
         info.prior.card.image_size
     );
     md += &format!(
-        "- DPS: {} steps, ζ = {} ({} guidance, {} clamp gradient), {}, {} sample(s) per slice, seed {}\n",
+        "- DPS: {} steps, ζ = {} ({} guidance, {} clamp gradient, refinement {}), {}, {} sample(s) per slice, seed {}\n",
         info.dps.steps,
         info.dps.zeta,
         info.dps.guidance,
         info.dps.clamp_gradient,
+        info.dps.refine,
         match info.dps.eta {
             Some(eta) => format!("DDIM η = {eta}"),
             None => "DDPM".into(),

@@ -1,4 +1,6 @@
-//! Classical solvers used as baselines.
+//! Classical solvers: the baselines (CG, TV) and the low-frequency data-consistency
+//! step applied after DPS ([`lowpass`]).
 
 pub mod cg;
+pub mod lowpass;
 pub mod tv;

@@ -124,6 +124,10 @@ pub struct Parameters {
     /// guidance's derivative through the clamp of x̂_0.
     #[serde(default = "exact")]
     pub clamp_gradient: String,
+    /// `none` (Algorithm 1's samples) or `lowpass:SIGMA_PX:ITERATIONS` (CT: each
+    /// sample's smooth component fitted to the data).
+    #[serde(default = "none")]
+    pub refine: String,
     pub samples: i64,
     /// Seed of the first batch; batch k (slices from index i) uses `seed + i`.
     pub seed: u64,
@@ -201,4 +205,8 @@ fn plain() -> String {
 
 fn exact() -> String {
     "exact".into()
+}
+
+fn none() -> String {
+    "none".into()
 }

@@ -545,6 +545,7 @@ fn base_manifest(recipe: &Recipe, options: &RunOptions, input: &SeriesGroup) -> 
             eta: s.eta,
             guidance: s.guidance.to_string(),
             clamp_gradient: s.clamp_gradient.to_string(),
+            refine: s.refine.to_string(),
             samples: s.samples,
             seed: s.seed,
             likelihood: preset.likelihood.as_str().to_owned(),

@@ -444,11 +444,12 @@ fn dps_derivation(preset: &Preset, s: &DpsSettings, prior: &str) -> String {
     };
     format!(
         "DPS (Chung et al. 2023), prior {prior}: {} {update} steps, zeta {} ({} guidance, \
-         {} clamp gradient), mean of {} samples, seed {}; preset {} (sha256 {})",
+         {} clamp gradient, refinement {}), mean of {} samples, seed {}; preset {} (sha256 {})",
         s.steps,
         s.zeta,
         s.guidance,
         s.clamp_gradient,
+        s.refine,
         s.samples,
         s.seed,
         preset.name,

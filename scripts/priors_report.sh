@@ -17,7 +17,7 @@
 # MMSE estimate a user gets with `samples = N`), and for FULL_MEAN_ROWS of the full
 # preset with the mean of FULL_MEAN_OF samples; the baselines are those of
 # `validate` (zero-filled, CG-SENSE, TV; FBP, TV).
-# ζ, steps, η, guidance and clamp gradient are read from the presets, so the report
+# ζ, steps, η, guidance, clamp gradient and refinement are read from the presets, so the report
 # scores what ships.
 #
 # Usage: scripts/priors_report.sh [BINARY]
@@ -126,11 +126,13 @@ for row in $rows; do
         [[ $variant == fast ]] && baselines=$baselines,${tv[$row]}
         guidance=$(sampler_value "$p" guidance | tr -d '"')
         clamp=$(sampler_value "$p" clamp_gradient | tr -d '"')
+        refine=$(sampler_value "$p" refine | tr -d '"')
         echo "== $row: $p (steps $(sampler_value "$p" steps), zeta $(sampler_value "$p" zeta)${eta:+, eta $eta}${clamp:+, clamp gradient $clamp}, $samples sample(s))"
         "$bin" --device cpu --threads "$threads" -q validate --case "$case_dir" \
             --prior "$(card_of "$p")" --steps "$(sampler_value "$p" steps)" \
             --zeta "$(sampler_value "$p" zeta)" ${eta:+--eta "$eta"} \
             ${guidance:+--guidance "$guidance"} ${clamp:+--clamp-gradient "$clamp"} \
+            ${refine:+--refine "$refine"} \
             --samples "$samples" --baselines "$baselines" \
             -o "$out/$row/$variant"
     done

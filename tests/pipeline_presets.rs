@@ -8,7 +8,7 @@ use dps_operators::masks::MaskSpec;
 use dps_recon::pipeline::preset::{
     resolve_preset_path, Acquisition, LikelihoodChoice, Preset, PresetModality,
 };
-use dps_recon::pipeline::reconstruct::Baseline;
+use dps_recon::pipeline::reconstruct::{Baseline, Refine};
 use dps_recon::sampler::ClampGradient;
 
 fn root() -> PathBuf {
@@ -140,11 +140,16 @@ fn presets_are_found_by_name_and_documented() {
             ClampGradient::Exact => String::new(),
             st => format!("clamp gradient {st}"),
         };
+        let refine = match p.refine {
+            Refine::None => String::new(),
+            r => format!("{r} refinement"),
+        };
         for e in [
             steps,
             format!("ζ {},", p.zeta),
             format!(" {} sample", p.samples),
             clamp,
+            refine,
         ] {
             assert!(row.contains(&e), "docs/pipelines.md: {e:?} not in {row}");
         }

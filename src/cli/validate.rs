@@ -63,9 +63,10 @@ pub struct Args {
 
     /// What is done to each DPS sample after sampling: none (Algorithm 1), or lowpass
     /// (CT: the sample's smooth component fitted to the data, PWLS for counts, by CG;
-    /// lowpass:SIGMA_PX:ITERATIONS, default 4 px, 20; docs/priors.md).
-    #[arg(long, default_value = "none")]
-    pub refine: Refine,
+    /// lowpass:SIGMA_PX:ITERATIONS, default 4 px, 20; docs/priors.md) [default: as
+    /// the shipped presets: lowpass for CT counts, none otherwise].
+    #[arg(long)]
+    pub refine: Option<Refine>,
 
     /// DDIM with this η (default: the ancestral DDPM step).
     #[arg(long)]
@@ -165,7 +166,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             seed: args.dps_seed,
             guidance,
             clamp_gradient,
-            refine: args.refine,
+            refine: args.refine.unwrap_or(default_refine(data)),
         },
         mri_scale: args.mri_scale,
     };
@@ -231,6 +232,15 @@ fn default_guidance(data: DataKind) -> Guidance {
     )
 }
 
+/// The refinement of the shipped presets for this kind of data: `lowpass` for CT
+/// counts (the low-dose presets), none for the rest.
+fn default_refine(data: DataKind) -> Refine {
+    match data {
+        DataKind::CtCounts => Refine::LOWPASS,
+        DataKind::CtLineIntegrals | DataKind::MrKspace => Refine::None,
+    }
+}
+
 /// ζ of the shipped presets (pipelines/*.toml) for this kind of data and guidance
 /// at `steps`: the 1000-step value from [`FULL_PRESET_STEPS`] on, else the
 /// 100-step one. The transmission distance weighs residuals by √(N/2), so counts
@@ -271,7 +281,7 @@ mod tests {
     use dps_recon::pipeline::preset::Preset;
     use std::path::Path;
 
-    /// `validate`'s ζ, guidance and clamp-gradient defaults are the shipped presets' values,
+    /// `validate`'s ζ, guidance, clamp-gradient and refinement defaults are the shipped presets' values,
     /// so a retuned preset cannot leave `validate` scoring stale settings.
     #[test]
     fn defaults_follow_the_presets() {
@@ -298,6 +308,7 @@ mod tests {
             );
             assert_eq!(default_clamp_gradient(s.steps), s.clamp_gradient, "{name}");
             assert_eq!(default_guidance(data), s.guidance, "{name}");
+            assert_eq!(default_refine(data), s.refine, "{name}");
         }
         assert!(default_zeta(DataKind::CtCounts, Guidance::Plain, 100)
             .unwrap_err()

@@ -94,11 +94,14 @@ pub enum Refine {
 impl Refine {
     /// `lowpass` without parameters: σ = 4 px, 20 CG iterations (on the low-dose
     /// cases 10 / 20 / 40 / 100 iterations gave SSIM 0.972 / 0.975 / 0.971 / 0.954).
-    pub const LOWPASS: Self = Self::Lowpass(LowpassOptions {
-        sigma_px: 4.0,
-        iterations: 20,
-    });
+    pub const LOWPASS: Self = Self::Lowpass(LOWPASS_DEFAULT);
 }
+
+/// The parameters of a bare `lowpass` ([`Refine::LOWPASS`]).
+const LOWPASS_DEFAULT: LowpassOptions = LowpassOptions {
+    sigma_px: 4.0,
+    iterations: 20,
+};
 
 /// `none` or `lowpass:SIGMA_PX:ITERATIONS`, as parsed.
 impl std::fmt::Display for Refine {
@@ -125,12 +128,14 @@ impl std::str::FromStr for Refine {
         let mut parts = s.split(':');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("none"), None, None, None) => Ok(Self::None),
-            (Some("lowpass"), None, None, None) => Ok(Self::LOWPASS),
-            (Some("lowpass"), Some(sigma), iterations, None) => {
-                let sigma_px: f64 = sigma.parse().map_err(|_| bad())?;
+            (Some("lowpass"), sigma, iterations, None) => {
+                let sigma_px = match sigma {
+                    Some(x) => x.parse::<f64>().map_err(|_| bad())?,
+                    None => LOWPASS_DEFAULT.sigma_px,
+                };
                 let iterations = match iterations {
-                    Some(n) => n.parse().map_err(|_| bad())?,
-                    None => 20,
+                    Some(n) => n.parse::<usize>().map_err(|_| bad())?,
+                    None => LOWPASS_DEFAULT.iterations,
                 };
                 if !(sigma_px > 0.0 && sigma_px.is_finite()) || iterations == 0 {
                     return Err(bad());

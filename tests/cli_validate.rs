@@ -350,32 +350,25 @@ fn validate_refuses_what_does_not_fit() {
     ]));
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 
+    // Shepp–Logan in MR (32²) with a prior, extra arguments and an output folder.
+    let mr_case = |prior: &Path, extra: &[&str], out: &str| {
+        let source = ["--source", "shepp-logan", "--size", "32"];
+        let out = dir.path().join(out);
+        refused(&dps_recon(
+            &[
+                &source[..],
+                extra,
+                &["--prior", arg(prior), "-o", arg(&out)],
+            ]
+            .concat(),
+        ))
+    };
     let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
-    let stderr = refused(&dps_recon(&[
-        "--source",
-        "shepp-logan",
-        "--size",
-        "32",
-        "--baselines",
-        "fbp",
-        "--prior",
-        arg(&card),
-        "-o",
-        arg(&dir.path().join("a")),
-    ]));
+    let stderr = mr_case(&card, &["--baselines", "fbp"], "a");
     assert!(stderr.contains("'fbp' does not apply to MR"), "{stderr}");
 
     // A CT prior for an MR case.
-    let stderr = refused(&dps_recon(&[
-        "--source",
-        "shepp-logan",
-        "--size",
-        "32",
-        "--prior",
-        arg(&card),
-        "-o",
-        arg(&dir.path().join("b")),
-    ]));
+    let stderr = mr_case(&card, &[], "b");
     assert!(
         stderr.contains("is for HU images, the case is MR"),
         "{stderr}"
@@ -383,20 +376,8 @@ fn validate_refuses_what_does_not_fit() {
 
     // The lowpass refinement is for CT, refused on MR data before any sampling.
     let mr_card = tiny_prior(&dir.path().join("mr-prior"), PhantomStyle::Mr);
-    let stderr = refused(&dps_recon(&[
-        "--source",
-        "shepp-logan",
-        "--size",
-        "32",
-        "--baselines",
-        "zero-filled",
-        "--refine",
-        "lowpass",
-        "--prior",
-        arg(&mr_card),
-        "-o",
-        arg(&dir.path().join("b2")),
-    ]));
+    let refine = ["--baselines", "zero-filled", "--refine", "lowpass"];
+    let stderr = mr_case(&mr_card, &refine, "b2");
     assert!(
         stderr.contains("lowpass refinement is for CT data"),
         "{stderr}"

@@ -12,6 +12,12 @@ use tch::{Device, Kind, Tensor};
 
 const N: i64 = 64;
 
+/// The step under test: σ = 3 px, 20 CG iterations.
+const OPTIONS: LowpassOptions = LowpassOptions {
+    sigma_px: 3.0,
+    iterations: 20,
+};
+
 /// `[1, 1, N, N]`: value `v` inside the disc of radius `r` px about (`cy`, `cx`).
 fn disc(cy: f64, cx: f64, r: f64, v: f64) -> Tensor {
     let i = Tensor::arange(N, (Kind::Float, Device::Cpu)) + 0.5 - N as f64 / 2.0;
@@ -59,15 +65,11 @@ fn fits_the_smooth_error_and_keeps_the_detail() {
     let op = radon();
     let (truth, image, detail) = case();
     let y = op.forward(&truth);
-    let options = LowpassOptions {
-        sigma_px: 3.0,
-        iterations: 20,
-    };
     for weights in [
         None,
         Some(add_gaussian(&y.zeros_like(), 1.0, 3).abs() + 2.0),
     ] {
-        let out = low_frequency_correction(&op, &image, &y, weights.as_ref(), &options);
+        let out = low_frequency_correction(&op, &image, &y, weights.as_ref(), &OPTIONS);
         let before = rms(&smooth(&(&image - &truth)));
         let after = rms(&smooth(&(&out - &truth)));
         assert!(
@@ -93,11 +95,7 @@ fn an_image_that_fits_the_data_is_unchanged() {
     let op = radon();
     let (truth, _, _) = case();
     let y = op.forward(&truth);
-    let options = LowpassOptions {
-        sigma_px: 3.0,
-        iterations: 20,
-    };
-    let out = low_frequency_correction(&op, &truth, &y, None, &options);
+    let out = low_frequency_correction(&op, &truth, &y, None, &OPTIONS);
     assert_eq!(
         (&out - &truth).abs().max().double_value(&[]),
         0.0,
@@ -105,7 +103,7 @@ fn an_image_that_fits_the_data_is_unchanged() {
     );
     let none = LowpassOptions {
         iterations: 0,
-        ..options
+        ..OPTIONS
     };
     let (_, image, _) = case();
     let out = low_frequency_correction(&op, &image, &y, None, &none);

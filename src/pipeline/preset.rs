@@ -1206,11 +1206,11 @@ blank_scan_counts = 1e4
         assert_eq!(p.guidance, Guidance::Ramp { floor: 0.02 });
         let auto = parse(&text.replace("likelihood = \"transmission\"\n", "")).unwrap();
         assert_eq!(auto.guidance, Guidance::RAMP);
-        let guided = |g: &str| {
-            parse(&text.replace("zeta = 0.5", &format!("zeta = 0.5\nguidance = \"{g}\"")))
-                .unwrap()
-                .guidance
+        // The preset with one more `[sampler]` line.
+        let with = |line: &str| {
+            parse(&text.replace("zeta = 0.5", &format!("zeta = 0.5\n{line}"))).unwrap()
         };
+        let guided = |g: &str| with(&format!("guidance = \"{g}\"")).guidance;
         assert_eq!(guided("plain"), Guidance::Plain);
         assert_eq!(guided("ramp"), Guidance::RAMP);
         assert_eq!(guided("ramp:0.05"), Guidance::Ramp { floor: 0.05 });
@@ -1219,23 +1219,15 @@ blank_scan_counts = 1e4
         // The refinement: none by default; `lowpass` with or without parameters,
         // written back in full.
         assert_eq!(p.refine, Refine::None);
-        let refined = |r: &str| {
-            parse(&text.replace("zeta = 0.5", &format!("zeta = 0.5\nrefine = \"{r}\"")))
-                .unwrap()
-                .refine
-        };
+        let refined = |r: &str| with(&format!("refine = \"{r}\"")).refine;
         assert_eq!(refined("lowpass"), Refine::LOWPASS);
         assert_eq!(Refine::LOWPASS.to_string(), "lowpass:4:20");
         assert_eq!(refined("lowpass:2.5").to_string(), "lowpass:2.5:20");
         assert_eq!(refined("lowpass:3:10").to_string(), "lowpass:3:10");
         assert_eq!(refined("none"), Refine::None);
         assert_eq!(p.clamp_gradient, ClampGradient::Exact);
-        let st = text.replace(
-            "zeta = 0.5",
-            "zeta = 0.5\nclamp_gradient = \"straight-through:700\"",
-        );
         assert_eq!(
-            parse(&st).unwrap().clamp_gradient,
+            with("clamp_gradient = \"straight-through:700\"").clamp_gradient,
             ClampGradient::StraightThrough { above: Some(700) }
         );
         assert_eq!(p.eta, None);

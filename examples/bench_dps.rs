@@ -2,17 +2,25 @@
 //! same size and batch (run by `make bench`). Prints one JSON object per case.
 //!
 //! The DPS step here includes everything Algorithm 1 does per iteration: ε̂,
-//! Tweedie, the ancestral update, the data term through a single-coil MRI operator
-//! (4× random lines) and its gradient through the network.
+//! Tweedie, the ancestral update, the data term through the case's operator and
+//! its gradient through the network. Cases, as the presets run them at 128²:
+//! - `mri-4x`: single-coil MRI, 4× random lines, Gaussian likelihood;
+//! - `ct-30`: parallel-beam Radon transform, 30 views over 180°, 183 detectors of
+//!   2 mm (the sparse-view presets' geometry), Gaussian likelihood, ramp guidance;
+//! - `ct-180-counts`: the same with 180 views and transmission counts (I0 = 1e4,
+//!   the low-dose presets), guidance `ramp:0.02`.
 
 use std::time::Instant;
 
+use dps_operators::ct::{uniform_angles, CtGeometry, Radon, SqrtRamp};
 use dps_operators::masks::random_lines;
 use dps_operators::mri::SingleCoilMri;
 use dps_operators::Operator;
 use dps_recon::prior::{BetaSchedule, EpsModel, Schedule, UNetConfig, UNetPrior};
 use dps_recon::sampler::{ClampGradient, DataTerm, DpsConfig, DpsSampler, Likelihood, Update};
 use tch::{Device, Kind, Tensor};
+
+const SIZE: i64 = 128;
 
 /// Medians (ms) of `a` and `b` timed alternately, so that load changes on a shared
 /// machine hit both alike.
@@ -31,42 +39,79 @@ fn paired_median_ms(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f
     (ta[runs / 2], tb[runs / 2])
 }
 
+/// Times one DPS step (timestep 500 of 1000, data term `term` on x̂0 mapped from
+/// [−1, 1] to [0, `scale`]) against the bare UNet pass and prints the case's row.
+fn bench_case(case: &str, prior: &UNetPrior, batch: i64, term: &DataTerm, scale: f64) {
+    let dev = Device::Cpu;
+    let shape = [batch, 1, SIZE, SIZE];
+    let x = Tensor::randn(shape, (Kind::Float, dev));
+    let t = Tensor::full([batch], 500, (Kind::Int64, dev));
+    let bare = || {
+        let xi = x.detach().set_requires_grad(true);
+        let eps = prior.eps(&xi, &t);
+        let _ = Tensor::run_backward(&[eps.sum(Kind::Float)], &[&xi], false, false);
+    };
+    let distance = |x0: &Tensor| term.distance(&((x0 + 1.0) * (0.5 * scale)));
+    let config = DpsConfig {
+        steps: 1000,
+        zeta: 1.0,
+        update: Update::Ddpm,
+        clamp_gradient: ClampGradient::Exact,
+        seed: 0,
+    };
+    let schedule = Schedule::new(&BetaSchedule::default());
+    let sampler = DpsSampler::new(prior, &schedule, config);
+    let z = Tensor::randn(shape, (Kind::Float, dev));
+    let (bare, step) = paired_median_ms(9, bare, || {
+        let _ = sampler.step(500, &x, &z, &distance);
+    });
+    println!(
+        r#"{{"case": "{case}", "size": {SIZE}, "batch": {batch}, "unet_fwd_bwd_ms": {bare:.2}, "dps_step_ms": {step:.2}, "overhead_pct": {:.1}}}"#,
+        (step / bare - 1.0) * 100.0
+    );
+}
+
+/// The CT presets' parallel-beam geometry at 128² (2 mm pixels, 183 detectors).
+fn ct_geometry(views: usize) -> CtGeometry {
+    CtGeometry::parallel(SIZE as usize, uniform_angles(views, 180.0))
+        .with_pixel_spacing(2.0)
+        .with_detectors(183, 2.0)
+}
+
 fn main() {
     let dev = Device::Cpu;
-    let size = 128i64;
     let mut prior = UNetPrior::new(&UNetConfig::small(1), dev);
     prior.vs.freeze();
-    let schedule = Schedule::new(&BetaSchedule::default());
-    let mask = random_lines(size as usize, size as usize, 4.0, 0.08, 0).expect("mask");
-    for batch in [1i64, 4] {
-        let shape = [batch, 1, size, size];
-        let x = Tensor::randn(shape, (Kind::Float, dev));
-        let t = Tensor::full([batch], 500, (Kind::Int64, dev));
-        let bare = || {
-            let xi = x.detach().set_requires_grad(true);
-            let eps = prior.eps(&xi, &t);
-            let _ = Tensor::run_backward(&[eps.sum(Kind::Float)], &[&xi], false, false);
-        };
+    let images = |batch: i64| Tensor::rand([batch, 1, SIZE, SIZE], (Kind::Float, dev));
 
-        let op = SingleCoilMri::new(&mask, dev).expect("operator");
-        let y = op.forward(&Tensor::rand(shape, (Kind::Float, dev)));
-        let term = DataTerm::new(&op, &y, Likelihood::Gaussian);
-        let distance = |x0: &Tensor| term.distance(&((x0 + 1.0) * 0.5));
-        let config = DpsConfig {
-            steps: 1000,
-            zeta: 1.0,
-            update: Update::Ddpm,
-            clamp_gradient: ClampGradient::Exact,
-            seed: 0,
+    let mask = random_lines(SIZE as usize, SIZE as usize, 4.0, 0.08, 0).expect("mask");
+    let mri = SingleCoilMri::new(&mask, dev).expect("operator");
+    // μ of water (1/mm) at most: line integrals of a head-sized object.
+    let mu = 0.02;
+    for batch in [1i64, 4] {
+        let y = mri.forward(&images(batch));
+        let term = DataTerm::new(&mri, &y, Likelihood::Gaussian);
+        bench_case("mri-4x", &prior, batch, &term, 1.0);
+
+        let geometry = ct_geometry(30);
+        let radon = Radon::new(&geometry, dev);
+        let ramp = SqrtRamp::new(&geometry, dev);
+        let filter = |r: &Tensor| ramp.apply(r);
+        let y = radon.forward(&(images(batch) * mu));
+        let term = DataTerm::new(&radon, &y, Likelihood::Gaussian).with_filter(&filter);
+        bench_case("ct-30", &prior, batch, &term, mu);
+
+        let geometry = ct_geometry(180);
+        let radon = Radon::new(&geometry, dev);
+        let ramp = SqrtRamp::with_floor(&geometry, 0.02, dev);
+        let filter = |r: &Tensor| ramp.apply(r);
+        let i0 = 1e4;
+        let counts = (radon.forward(&(images(batch) * mu)).neg().exp() * i0).round();
+        let likelihood = Likelihood::Transmission {
+            blank_scan_counts: i0,
+            floor: 0.5,
         };
-        let sampler = DpsSampler::new(&prior, &schedule, config);
-        let z = Tensor::randn(shape, (Kind::Float, dev));
-        let (bare, step) = paired_median_ms(9, bare, || {
-            let _ = sampler.step(500, &x, &z, &distance);
-        });
-        println!(
-            r#"{{"size": {size}, "batch": {batch}, "unet_fwd_bwd_ms": {bare:.2}, "dps_step_ms": {step:.2}, "overhead_pct": {:.1}}}"#,
-            (step / bare - 1.0) * 100.0
-        );
+        let term = DataTerm::new(&radon, &counts, likelihood).with_filter(&filter);
+        bench_case("ct-180-counts", &prior, batch, &term, mu);
     }
 }

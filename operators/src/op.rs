@@ -8,6 +8,15 @@ use tch::{Kind, Tensor};
 pub trait Operator: Send {
     /// Applies the forward model to a batch `x` of shape `[B, C, H, W]`.
     fn forward(&self, x: &Tensor) -> Tensor;
+
+    /// `Some(self)` for a linear operator whose forward and adjoint are much
+    /// cheaper without a graph than autograd through `forward` (e.g. the CT
+    /// projector, a sparse matrix product): gradients of data terms are then taken
+    /// as `A*` applied to the gradient with respect to `A x`. `None` (the default):
+    /// autograd through `forward`.
+    fn gradient_by_adjoint(&self) -> Option<&dyn LinearOperator> {
+        None
+    }
 }
 
 /// A linear forward model with its exact adjoint `A*`, so that

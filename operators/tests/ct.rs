@@ -54,6 +54,38 @@ fn adjoint_passes_dot_product_test() {
     assert_eq!(cases, 36);
 }
 
+/// Without gradient tracking the projector multiplies by its sparse matrix; with it,
+/// it samples the rays (and its adjoint is the sampling's autograd transpose). Both
+/// are the same map up to float rounding, forward and adjoint, in both precisions.
+#[test]
+fn sparse_matrix_and_ray_sampling_agree() {
+    tch::manual_seed(9);
+    let angles = [-30.0, 3.5, 47.0, 90.0, 181.25, 300.0];
+    let mut cases = 0;
+    for (kind, tolerance) in [(Kind::Float, 1e-5), (Kind::Double, 1e-12)] {
+        for (n, rows, batch) in [(17, 17, 1), (24, 31, 2)] {
+            for g in beams(n, &angles) {
+                let g = g.with_image_shape(rows, n).with_detector_offset(0.25);
+                let op = Radon::new(&g, Device::Cpu);
+                let x = Tensor::randn([batch, 1, rows as i64, n as i64], (kind, Device::Cpu));
+                let y = Tensor::randn(
+                    [batch, 1, angles.len() as i64, g.n_detectors as i64],
+                    (kind, Device::Cpu),
+                );
+                let tracked = |t: &Tensor| t.copy().set_requires_grad(true);
+                let sampled = op.forward(&tracked(&x)).detach();
+                let err = rel_l2(&op.forward(&x), &sampled);
+                assert!(err < tolerance, "{g:?} {kind:?} forward: {err:e}");
+                let sampled = op.adjoint(&tracked(&y)).detach();
+                let err = rel_l2(&op.adjoint(&y), &sampled);
+                assert!(err < tolerance, "{g:?} {kind:?} adjoint: {err:e}");
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 12);
+}
+
 #[test]
 fn adjoint_in_f64_and_with_pixel_spacing() {
     tch::manual_seed(8);

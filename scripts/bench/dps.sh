@@ -8,10 +8,13 @@ rows = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
 print("## DPS sampler overhead\n")
 print("Command: `cargo run --release --example bench_dps` (CPU, the shipped-prior UNet "
       "`UNetConfig::small`, median of 9 alternating pairs). A DPS step = ε̂ + Tweedie + ancestral update + "
-      "‖y − A(x̂0)‖ through single-coil MRI (4×) + its gradient through the network; the bare "
-      "pass = UNet forward + backward to the input. Goal: overhead ≤ 10 %.\n")
-print("| size | batch | UNet fwd+bwd (ms) | DPS step (ms) | overhead |")
-print("|---:|---:|---:|---:|---:|")
+      "the data term through the case's operator + its gradient through the network; the bare "
+      "pass = UNet forward + backward to the input. Cases: `mri-4x` single-coil MRI, 4× random "
+      "lines; `ct-30` parallel beam, 30 views, ramp guidance; `ct-180-counts` 180 views, "
+      "transmission counts (I0 = 1e4), guidance `ramp:0.02` (the sparse-view and low-dose "
+      "presets' operators at 128²). Goal: overhead ≤ 10 %.\n")
+print("| case | size | batch | UNet fwd+bwd (ms) | DPS step (ms) | overhead |")
+print("|---|---:|---:|---:|---:|---:|")
 for r in rows:
-    print(f"| {r['size']}² | {r['batch']} | {r['unet_fwd_bwd_ms']:.1f} | {r['dps_step_ms']:.1f} | {r['overhead_pct']:.1f} % |")
+    print(f"| {r['case']} | {r['size']}² | {r['batch']} | {r['unet_fwd_bwd_ms']:.1f} | {r['dps_step_ms']:.1f} | {r['overhead_pct']:.1f} % |")
 PY

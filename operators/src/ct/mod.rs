@@ -60,6 +60,15 @@
 //! `cos γ_k e_r + sin γ_k e_s`; it is the parallel ray of angle `θ − γ_k` at
 //! `u = D_so sin γ_k`.
 //!
+//! **Discretisation and speed.** Each ray is sampled every half pixel with
+//! bilinear interpolation of the pixel values. Without gradient tracking the
+//! projector and its adjoint are products with that computation written out as a
+//! sparse matrix (CSR, built at the first call: 7.0 M entries, 107 MiB with
+//! its transpose in `f32`, for 180 views at 128²); with gradient tracking the rays
+//! are sampled by `grid_sampler_2d` and the adjoint is its autograd transpose. The
+//! two agree to float rounding. Data terms of the DPS sampler take their gradients
+//! through the sparse adjoint ([`crate::Operator::gradient_by_adjoint`]).
+//!
 //! # Filtered backprojection ([`Radon::fbp`])
 //!
 //! 1. Fan beam only: pre-weight each projection (equiangular `D_so cos γ`, flat
@@ -96,6 +105,7 @@
 
 mod fbp;
 mod geometry;
+mod matrix;
 mod radon;
 
 pub use fbp::{FbpFilter, SqrtRamp};

@@ -1,0 +1,209 @@
+//! The ray-driven projector of [`super::Radon`] as an explicit sparse matrix.
+//!
+//! Sampling each ray every half pixel with bilinear interpolation is linear in the
+//! image, so the whole projection is a sparse matrix `A` with one row per ray
+//! (`view · n_detectors + detector`) and one column per pixel (`row · cols +
+//! col`): entry `(ray, pixel)` is the sample step in mm times the sum of the
+//! bilinear weights that the ray's samples give the pixel (zero padding: weights
+//! on pixels outside the image are dropped, as `grid_sampler_2d` drops them).
+//! Stored in CSR form together with its transpose, `A x` and `Aᵀ y` are two sparse
+//! matrix products: on a CPU several times faster than the sampling and its
+//! autograd transpose (docs/BENCHMARKS.md), and equal to them up to float rounding
+//! (the weights are computed in double precision here).
+
+use std::sync::Once;
+
+use tch::{Device, Kind, Tensor};
+
+/// `A` and `Aᵀ` in CSR form (32-bit indices), in one precision, on one device.
+#[derive(Debug)]
+pub(super) struct RadonMatrix {
+    /// `[n_rays, rows · cols]`.
+    a: Tensor,
+    /// `[rows · cols, n_rays]`.
+    at: Tensor,
+}
+
+impl RadonMatrix {
+    /// Builds the matrix of the rays in `rays` (`[n_rays × 4]`, row-major: each
+    /// ray's point closest to the isocentre and its direction per mm, in
+    /// `grid_sampler_2d` coordinates with `align_corners = false`), each sampled
+    /// `n_samples` times, `step_mm` apart, centred on that point, on an image of
+    /// `(rows, cols)` pixels. `None` when the matrix would have more than about
+    /// `max_nnz` entries, as projected after each view of `rays_per_view` rays
+    /// (the caller then keeps sampling).
+    pub(super) fn build(
+        rays: &[f64],
+        rays_per_view: usize,
+        (n_samples, step_mm): (usize, f64),
+        (rows, cols): (usize, usize),
+        (kind, device): (Kind, Device),
+        max_nnz: usize,
+    ) -> Option<RadonMatrix> {
+        let n_rays = rays.len() / 4;
+        let n_pixels = rows * cols;
+        let centre = (n_samples - 1) as f64 / 2.0;
+        // Each ray's weights are summed per pixel in `scratch` (zero between
+        // rays), remembering which pixels they touched.
+        let mut scratch = vec![0f64; n_pixels];
+        let mut touched = Vec::new();
+        let (mut crow, mut col, mut val) = (vec![0usize], Vec::new(), Vec::new());
+        for (r, ray) in rays.chunks_exact(4).enumerate() {
+            for j in 0..n_samples {
+                let t = (j as f64 - centre) * step_mm;
+                // grid_sampler_2d: gx = −1 is the left edge of the image, so the
+                // pixel coordinate is ((gx + 1) · cols − 1) / 2.
+                let ix = ((ray[0] + t * ray[2] + 1.0) * cols as f64 - 1.0) / 2.0;
+                let iy = ((ray[1] + t * ray[3] + 1.0) * rows as f64 - 1.0) / 2.0;
+                let (x0, y0) = (ix.floor(), iy.floor());
+                let (fx, fy) = (ix - x0, iy - y0);
+                for (dx, dy, w) in [
+                    (0, 0, (1.0 - fx) * (1.0 - fy)),
+                    (1, 0, fx * (1.0 - fy)),
+                    (0, 1, (1.0 - fx) * fy),
+                    (1, 1, fx * fy),
+                ] {
+                    let (x, y) = (x0 as i64 + dx, y0 as i64 + dy);
+                    // Zero padding: pixels outside the image are dropped.
+                    if w > 0.0 && (0..cols as i64).contains(&x) && (0..rows as i64).contains(&y) {
+                        let p = y as usize * cols + x as usize;
+                        if scratch[p] == 0.0 {
+                            touched.push(p);
+                        }
+                        scratch[p] += w;
+                    }
+                }
+            }
+            touched.sort_unstable();
+            for &p in &touched {
+                col.push(p);
+                val.push(scratch[p] * step_mm);
+                scratch[p] = 0.0;
+            }
+            touched.clear();
+            crow.push(col.len());
+            let projected = if (r + 1) % rays_per_view == 0 {
+                col.len() * n_rays / (r + 1)
+            } else {
+                col.len()
+            };
+            if projected > max_nnz {
+                return None;
+            }
+        }
+        // Aᵀ by a counting sort on the pixel; rays stay in order within a pixel.
+        let mut t_crow = vec![0usize; n_pixels + 1];
+        for &p in &col {
+            t_crow[p + 1] += 1;
+        }
+        for p in 0..n_pixels {
+            t_crow[p + 1] += t_crow[p];
+        }
+        let mut next = t_crow.clone();
+        let (mut t_col, mut t_val) = (vec![0usize; col.len()], vec![0f64; col.len()]);
+        for r in 0..n_rays {
+            for k in crow[r]..crow[r + 1] {
+                let slot = &mut next[col[k]];
+                t_col[*slot] = r;
+                t_val[*slot] = val[k];
+                *slot += 1;
+            }
+        }
+        let csr = |crow: &[usize], col: &[usize], val: &[f64], shape: [usize; 2]| {
+            csr(crow, col, val, shape, kind).to_device(device)
+        };
+        Some(RadonMatrix {
+            a: csr(&crow, &col, &val, [n_rays, n_pixels]),
+            at: csr(&t_crow, &t_col, &t_val, [n_pixels, n_rays]),
+        })
+    }
+
+    /// Number of stored entries of `A`.
+    #[cfg(test)]
+    pub(super) fn nnz(&self) -> i64 {
+        self.a.values().size()[0]
+    }
+
+    /// `A x` for images `x` `[B, C, rows, cols]`: `[B, C, n_rays]`.
+    pub(super) fn forward(&self, x: &Tensor) -> Tensor {
+        apply(&self.a, x)
+    }
+
+    /// `Aᵀ y` for sinograms `y` `[B, C, …]` of `n_rays` values each:
+    /// `[B, C, rows · cols]`.
+    pub(super) fn adjoint(&self, y: &Tensor) -> Tensor {
+        apply(&self.at, y)
+    }
+}
+
+/// `m v` for each of the `B · C` vectors of `v` `[B, C, …]`: `[B, C, rows of m]`.
+fn apply(m: &Tensor, v: &Tensor) -> Tensor {
+    let size = v.size();
+    let columns = v
+        .reshape([size[0] * size[1], -1])
+        .transpose(0, 1)
+        .contiguous();
+    m.mm(&columns)
+        .transpose(0, 1)
+        .reshape([size[0], size[1], -1])
+}
+
+/// The CSR tensor (32-bit indices, values in `kind`, on the CPU) of the given
+/// row offsets, column indices and values.
+fn csr(crow: &[usize], col: &[usize], val: &[f64], shape: [usize; 2], kind: Kind) -> Tensor {
+    consume_csr_beta_warning();
+    let index = |v: &[usize]| {
+        let v: Vec<i32> = v
+            .iter()
+            .map(|&i| i32::try_from(i).expect("sparse index within i32"))
+            .collect();
+        Tensor::from_slice(&v)
+    };
+    Tensor::sparse_csr_tensor_crow_col_value_size(
+        &index(crow),
+        &index(col),
+        &Tensor::from_slice(val).to_kind(kind),
+        [shape[0] as i64, shape[1] as i64],
+        (kind, Device::Cpu),
+    )
+}
+
+/// libtorch prints "Sparse CSR tensor support is in beta state…" on stderr at the
+/// first CSR tensor of a process (a one-time warning; the operations used here,
+/// construction, transfer and the product with a dense matrix, are stable). Users
+/// would take it for a fault of theirs, so the first CSR tensor is made here, a
+/// 1 × 1 one, with stderr pointed at /dev/null for the moment it takes.
+fn consume_csr_beta_warning() {
+    static FIRST: Once = Once::new();
+    FIRST.call_once(|| {
+        let make = || {
+            let _ = Tensor::sparse_csr_tensor_crow_col_value_size(
+                &Tensor::from_slice(&[0i32, 1]),
+                &Tensor::from_slice(&[0i32]),
+                &Tensor::from_slice(&[1f64]),
+                [1, 1],
+                (Kind::Double, Device::Cpu),
+            );
+        };
+        #[cfg(unix)]
+        // SAFETY: plain POSIX calls on file descriptors this function owns (the
+        // copy of stderr and /dev/null); stderr is restored before returning.
+        unsafe {
+            let saved = libc::dup(libc::STDERR_FILENO);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+            if saved >= 0 && null >= 0 && libc::dup2(null, libc::STDERR_FILENO) >= 0 {
+                make();
+                libc::dup2(saved, libc::STDERR_FILENO);
+            } else {
+                make();
+            }
+            for fd in [saved, null] {
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        make();
+    });
+}

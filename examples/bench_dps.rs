@@ -41,7 +41,13 @@ fn paired_median_ms(runs: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f
 
 /// Times one DPS step (timestep 500 of 1000, data term `term` on x̂0 mapped from
 /// [−1, 1] to [0, `scale`]) against the bare UNet pass and prints the case's row.
-fn bench_case(case: &str, prior: &UNetPrior, batch: i64, term: &DataTerm, scale: f64) {
+fn bench_case(
+    case: &str,
+    (prior, schedule): (&UNetPrior, &Schedule),
+    batch: i64,
+    term: &DataTerm,
+    scale: f64,
+) {
     let dev = Device::Cpu;
     let shape = [batch, 1, SIZE, SIZE];
     let x = Tensor::randn(shape, (Kind::Float, dev));
@@ -59,8 +65,7 @@ fn bench_case(case: &str, prior: &UNetPrior, batch: i64, term: &DataTerm, scale:
         clamp_gradient: ClampGradient::Exact,
         seed: 0,
     };
-    let schedule = Schedule::new(&BetaSchedule::default());
-    let sampler = DpsSampler::new(prior, &schedule, config);
+    let sampler = DpsSampler::new(prior, schedule, config);
     let z = Tensor::randn(shape, (Kind::Float, dev));
     let (bare, step) = paired_median_ms(9, bare, || {
         let _ = sampler.step(500, &x, &z, &distance);
@@ -82,36 +87,37 @@ fn main() {
     let dev = Device::Cpu;
     let mut prior = UNetPrior::new(&UNetConfig::small(1), dev);
     prior.vs.freeze();
+    let schedule = Schedule::new(&BetaSchedule::default());
+    let model = (&prior, &schedule);
     let images = |batch: i64| Tensor::rand([batch, 1, SIZE, SIZE], (Kind::Float, dev));
 
     let mask = random_lines(SIZE as usize, SIZE as usize, 4.0, 0.08, 0).expect("mask");
     let mri = SingleCoilMri::new(&mask, dev).expect("operator");
     // μ of water (1/mm) at most: line integrals of a head-sized object.
     let mu = 0.02;
+    let sparse = ct_geometry(30);
+    let (radon_30, ramp) = (Radon::new(&sparse, dev), SqrtRamp::new(&sparse, dev));
+    let filter_30 = |r: &Tensor| ramp.apply(r);
+    let low_dose = ct_geometry(180);
+    let radon_180 = Radon::new(&low_dose, dev);
+    let ramp_floor = SqrtRamp::with_floor(&low_dose, 0.02, dev);
+    let filter_180 = |r: &Tensor| ramp_floor.apply(r);
+    let i0 = 1e4;
+    let transmission = Likelihood::Transmission {
+        blank_scan_counts: i0,
+        floor: 0.5,
+    };
     for batch in [1i64, 4] {
         let y = mri.forward(&images(batch));
         let term = DataTerm::new(&mri, &y, Likelihood::Gaussian);
-        bench_case("mri-4x", &prior, batch, &term, 1.0);
+        bench_case("mri-4x", model, batch, &term, 1.0);
 
-        let geometry = ct_geometry(30);
-        let radon = Radon::new(&geometry, dev);
-        let ramp = SqrtRamp::new(&geometry, dev);
-        let filter = |r: &Tensor| ramp.apply(r);
-        let y = radon.forward(&(images(batch) * mu));
-        let term = DataTerm::new(&radon, &y, Likelihood::Gaussian).with_filter(&filter);
-        bench_case("ct-30", &prior, batch, &term, mu);
+        let y = radon_30.forward(&(images(batch) * mu));
+        let term = DataTerm::new(&radon_30, &y, Likelihood::Gaussian).with_filter(&filter_30);
+        bench_case("ct-30", model, batch, &term, mu);
 
-        let geometry = ct_geometry(180);
-        let radon = Radon::new(&geometry, dev);
-        let ramp = SqrtRamp::with_floor(&geometry, 0.02, dev);
-        let filter = |r: &Tensor| ramp.apply(r);
-        let i0 = 1e4;
-        let counts = (radon.forward(&(images(batch) * mu)).neg().exp() * i0).round();
-        let likelihood = Likelihood::Transmission {
-            blank_scan_counts: i0,
-            floor: 0.5,
-        };
-        let term = DataTerm::new(&radon, &counts, likelihood).with_filter(&filter);
-        bench_case("ct-180-counts", &prior, batch, &term, mu);
+        let counts = (radon_180.forward(&(images(batch) * mu)).neg().exp() * i0).round();
+        let term = DataTerm::new(&radon_180, &counts, transmission).with_filter(&filter_180);
+        bench_case("ct-180-counts", model, batch, &term, mu);
     }
 }

@@ -109,12 +109,9 @@ impl RadonMatrix {
                 *slot += 1;
             }
         }
-        let csr = |crow: &[usize], col: &[usize], val: &[f64], shape: [usize; 2]| {
-            csr(crow, col, val, shape, kind).to_device(device)
-        };
         Some(RadonMatrix {
-            a: csr(&crow, &col, &val, [n_rays, n_pixels]),
-            at: csr(&t_crow, &t_col, &t_val, [n_pixels, n_rays]),
+            a: csr(&crow, &col, &val, [n_rays, n_pixels], (kind, device)),
+            at: csr(&t_crow, &t_col, &t_val, [n_pixels, n_rays], (kind, device)),
         })
     }
 
@@ -148,9 +145,15 @@ fn apply(m: &Tensor, v: &Tensor) -> Tensor {
         .reshape([size[0], size[1], -1])
 }
 
-/// The CSR tensor (32-bit indices, values in `kind`, on the CPU) of the given
+/// The CSR tensor (32-bit indices, values in `kind`, on `device`) of the given
 /// row offsets, column indices and values.
-fn csr(crow: &[usize], col: &[usize], val: &[f64], shape: [usize; 2], kind: Kind) -> Tensor {
+fn csr(
+    crow: &[usize],
+    col: &[usize],
+    val: &[f64],
+    shape: [usize; 2],
+    (kind, device): (Kind, Device),
+) -> Tensor {
     consume_csr_beta_warning();
     let index = |v: &[usize]| {
         let v: Vec<i32> = v
@@ -166,6 +169,7 @@ fn csr(crow: &[usize], col: &[usize], val: &[f64], shape: [usize; 2], kind: Kind
         [shape[0] as i64, shape[1] as i64],
         (kind, Device::Cpu),
     )
+    .to_device(device)
 }
 
 /// libtorch prints "Sparse CSR tensor support is in beta state…" on stderr at the

@@ -5,9 +5,10 @@
 //!
 //! Without gradient tracking both run as products with the same computation
 //! written out as a sparse matrix ([`super::matrix`]), built on first use, unless
-//! it would exceed [`MATRIX_MAX_NNZ`] entries.
+//! it would exceed [`MATRIX_MAX_NNZ`] entries. Operators of the same geometry on
+//! the same device share that matrix while any of them lives ([`shared_matrices`]).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use tch::{Device, Kind, Tensor};
 
@@ -27,6 +28,32 @@ const SAMPLES_PER_CHUNK: i64 = 1 << 22;
 /// with the transpose (e.g. 7.0 M for 180 views at 128², 1.2 M for 30 views).
 /// Larger geometries keep sampling.
 const MATRIX_MAX_NNZ: usize = 1 << 25;
+
+/// The projector as a sparse matrix in `f32` and in `f64`, each built on first use
+/// (`None`: too large, see [`MATRIX_MAX_NNZ`]). The mutex makes the matrix
+/// shareable between threads (a `Tensor` is `Send` but not `Sync`).
+type Matrices = [OnceLock<Option<Mutex<RadonMatrix>>>; 2];
+
+/// The matrices of every geometry and device some [`Radon`] still uses.
+static SHARED: Mutex<Vec<(CtGeometry, Device, Weak<Matrices>)>> = Mutex::new(Vec::new());
+
+/// The matrices of `geometry` on `device`: those of a live operator of the same
+/// geometry, else new (empty) ones. So the operators that a batch runner builds
+/// per slice batch of one acquisition hold one matrix between them, not one each
+/// (up to 512 MiB apiece); it is freed with the last of them.
+fn shared_matrices(geometry: &CtGeometry, device: Device) -> Arc<Matrices> {
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    shared.retain(|(_, _, m)| m.strong_count() > 0);
+    let live = shared
+        .iter()
+        .filter(|(g, d, _)| g == geometry && *d == device)
+        .find_map(|(_, _, m)| m.upgrade());
+    live.unwrap_or_else(|| {
+        let matrices = Arc::new(Matrices::default());
+        shared.push((geometry.clone(), device, Arc::downgrade(&matrices)));
+        matrices
+    })
+}
 
 /// `grid_sampler_2d` mode arguments: bilinear interpolation, zero padding.
 const BILINEAR: i64 = 0;
@@ -60,9 +87,9 @@ pub struct Radon {
     n_samples: i64,
     /// Distance between ray samples, mm.
     step_mm: f64,
-    /// The projector as a sparse matrix in `f32` and in `f64`, each built on first
-    /// use (`None`: too large, see [`MATRIX_MAX_NNZ`]).
-    matrices: [OnceLock<Option<RadonMatrix>>; 2],
+    /// The projector as sparse matrices, shared with the other operators of the
+    /// same geometry on the same device.
+    matrices: Arc<Matrices>,
 }
 
 impl Radon {
@@ -88,7 +115,7 @@ impl Radon {
             rays,
             n_samples: 2 * half + 1,
             step_mm,
-            matrices: Default::default(),
+            matrices: shared_matrices(geometry, device),
         }
     }
 
@@ -110,7 +137,7 @@ impl Radon {
             rays: self.rays().to_device(device),
             n_samples: self.n_samples,
             step_mm: self.step_mm,
-            matrices: Default::default(),
+            matrices: shared_matrices(&self.geometry, device),
         }
     }
 
@@ -153,10 +180,11 @@ impl Radon {
 
     /// The sparse matrix of the projector in precision `kind` (f32 or f64), built on
     /// first use; `None` when it would be too large.
-    fn matrix(&self, kind: Kind) -> Option<&RadonMatrix> {
+    fn matrix(&self, kind: Kind) -> Option<MutexGuard<'_, RadonMatrix>> {
         let slot = &self.matrices[usize::from(kind == Kind::Double)];
-        slot.get_or_init(|| self.build_matrix(kind, MATRIX_MAX_NNZ))
+        slot.get_or_init(|| self.build_matrix(kind, MATRIX_MAX_NNZ).map(Mutex::new))
             .as_ref()
+            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The sparse matrix in precision `kind` on the operator's device, unless it
@@ -360,5 +388,27 @@ mod tests {
         assert!(nnz > 8 * 16 * 8 && nnz < 8 * 16 * 16 * 3, "{nnz} entries");
         assert!(op.build_matrix(Kind::Float, nnz as usize).is_some());
         assert!(op.build_matrix(Kind::Float, nnz as usize - 1).is_none());
+    }
+
+    /// Operators of one geometry on one device share their matrices while any of
+    /// them lives (a geometry no other test uses, as tests run in parallel).
+    #[test]
+    fn operators_of_one_geometry_share_the_matrix() {
+        let geometry = CtGeometry::parallel(12, uniform_angles(5, 180.0));
+        let a = Radon::new(&geometry, Device::Cpu);
+        let b = Radon::new(&geometry, Device::Cpu);
+        assert!(Arc::ptr_eq(&a.matrices, &b.matrices));
+        let _ = a.forward(&Tensor::ones([1, 1, 12, 12], (Kind::Float, Device::Cpu)));
+        assert!(b.matrices[0].get().is_some(), "b holds the matrix a built");
+        let other = Radon::new(
+            &CtGeometry::parallel(12, uniform_angles(6, 180.0)),
+            Device::Cpu,
+        );
+        assert!(!Arc::ptr_eq(&a.matrices, &other.matrices));
+        let matrices = Arc::downgrade(&a.matrices);
+        drop((a, b));
+        assert!(matrices.upgrade().is_none(), "freed with the last operator");
+        let c = Radon::new(&geometry, Device::Cpu);
+        assert!(c.matrices[0].get().is_none(), "a new operator starts empty");
     }
 }

@@ -29,82 +29,67 @@ impl RadonMatrix {
     /// ray's point closest to the isocentre and its direction per mm, in
     /// `grid_sampler_2d` coordinates with `align_corners = false`), each sampled
     /// `n_samples` times, `step_mm` apart, centred on that point, on an image of
-    /// `(rows, cols)` pixels. `None` when the matrix would have more than about
-    /// `max_nnz` entries, as projected after each view of `rays_per_view` rays
-    /// (the caller then keeps sampling).
+    /// `(rows, cols)` pixels. `None` when the matrix would have more than
+    /// `max_nnz` entries (the caller then keeps sampling); a build far above that
+    /// stops after its first views. The rows are computed in up to `threads`
+    /// blocks of whole views at once; the result does not depend on `threads`.
     pub(super) fn build(
         rays: &[f64],
         rays_per_view: usize,
         (n_samples, step_mm): (usize, f64),
         (rows, cols): (usize, usize),
         (kind, device): (Kind, Device),
-        max_nnz: usize,
+        (max_nnz, threads): (usize, usize),
     ) -> Option<RadonMatrix> {
         let n_rays = rays.len() / 4;
         let n_pixels = rows * cols;
-        let centre = (n_samples - 1) as f64 / 2.0;
-        // Each ray's weights are summed per pixel in `scratch` (zero between
-        // rays), remembering which pixels they touched.
-        let mut scratch = vec![0f64; n_pixels];
-        let mut touched = Vec::new();
-        let (mut crow, mut col, mut val) = (vec![0usize], Vec::new(), Vec::new());
-        for (r, ray) in rays.chunks_exact(4).enumerate() {
-            for j in 0..n_samples {
-                let t = (j as f64 - centre) * step_mm;
-                // grid_sampler_2d: gx = −1 is the left edge of the image, so the
-                // pixel coordinate is ((gx + 1) · cols − 1) / 2.
-                let ix = ((ray[0] + t * ray[2] + 1.0) * cols as f64 - 1.0) / 2.0;
-                let iy = ((ray[1] + t * ray[3] + 1.0) * rows as f64 - 1.0) / 2.0;
-                let (x0, y0) = (ix.floor(), iy.floor());
-                let (fx, fy) = (ix - x0, iy - y0);
-                for (dx, dy, w) in [
-                    (0, 0, (1.0 - fx) * (1.0 - fy)),
-                    (1, 0, fx * (1.0 - fy)),
-                    (0, 1, (1.0 - fx) * fy),
-                    (1, 1, fx * fy),
-                ] {
-                    let (x, y) = (x0 as i64 + dx, y0 as i64 + dy);
-                    // Zero padding: pixels outside the image are dropped.
-                    if w > 0.0 && (0..cols as i64).contains(&x) && (0..rows as i64).contains(&y) {
-                        let p = y as usize * cols + x as usize;
-                        if scratch[p] == 0.0 {
-                            touched.push(p);
-                        }
-                        scratch[p] += w;
-                    }
-                }
-            }
-            touched.sort_unstable();
-            for &p in &touched {
-                col.push(p);
-                val.push(scratch[p] * step_mm);
-                scratch[p] = 0.0;
-            }
-            touched.clear();
-            crow.push(col.len());
-            let projected = if (r + 1) % rays_per_view == 0 {
-                col.len() * n_rays / (r + 1)
-            } else {
-                col.len()
-            };
-            if projected > max_nnz {
-                return None;
-            }
+        // Pixel and ray indices, and row offsets, are stored as 32-bit integers.
+        i32::try_from(n_pixels.max(n_rays)).ok()?;
+        let n_views = n_rays.div_ceil(rays_per_view).max(1);
+        let views_per_block = n_views.div_ceil(threads.clamp(1, n_views));
+        let sampling = RaySampling {
+            n_samples,
+            step_mm,
+            rows,
+            cols,
+        };
+        let blocks: Vec<Option<Rows>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = rays
+                .chunks(views_per_block * rays_per_view * 4)
+                .map(|block| {
+                    scope.spawn(move || sampling.rows(block, rays_per_view, n_rays, max_nnz))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a sparse-matrix build thread panicked"))
+                .collect()
+        });
+        let (mut crow, mut col, mut val) = (vec![0usize], Vec::<i32>::new(), Vec::new());
+        for block in blocks {
+            let block = block?;
+            let offset = col.len();
+            crow.extend(block.ends.iter().map(|&end| offset + end));
+            col.extend(block.col);
+            val.extend(block.val);
+        }
+        if col.len() > max_nnz.min(i32::MAX as usize) {
+            return None;
         }
         // Aᵀ by a counting sort on the pixel; rays stay in order within a pixel.
         let mut t_crow = vec![0usize; n_pixels + 1];
         for &p in &col {
-            t_crow[p + 1] += 1;
+            t_crow[p as usize + 1] += 1;
         }
         for p in 0..n_pixels {
             t_crow[p + 1] += t_crow[p];
         }
         let mut next = t_crow.clone();
-        let (mut t_col, mut t_val) = (vec![0usize; col.len()], vec![0f64; col.len()]);
+        let (mut t_col, mut t_val) = (vec![0i32; col.len()], vec![0f64; col.len()]);
         for r in 0..n_rays {
             for k in crow[r]..crow[r + 1] {
-                let slot = &mut next[col[k]];
-                t_col[*slot] = r;
+                let slot = &mut next[col[k] as usize];
+                t_col[*slot] = r as i32;
                 t_val[*slot] = val[k];
                 *slot += 1;
             }
@@ -133,6 +118,91 @@ impl RadonMatrix {
     }
 }
 
+/// How each ray is sampled, on an image of `rows × cols` pixels: `n_samples`
+/// points `step_mm` apart, centred on the ray's point closest to the isocentre.
+#[derive(Clone, Copy)]
+struct RaySampling {
+    n_samples: usize,
+    step_mm: f64,
+    rows: usize,
+    cols: usize,
+}
+
+/// Consecutive CSR rows: the end of each row in `col` / `val`, and the entries
+/// (pixel `row · cols + col`, weight in mm) in row order.
+struct Rows {
+    ends: Vec<usize>,
+    col: Vec<i32>,
+    val: Vec<f64>,
+}
+
+impl RaySampling {
+    /// The rows of the rays in `rays` (whole views of `rays_per_view` rays, out
+    /// of `n_rays` in all), or `None` as soon as these views, extrapolated to
+    /// all `n_rays`, would give more than twice `max_nnz` entries (views differ
+    /// in their number of entries by far less than that).
+    fn rows(
+        &self,
+        rays: &[f64],
+        rays_per_view: usize,
+        n_rays: usize,
+        max_nnz: usize,
+    ) -> Option<Rows> {
+        let (rows, cols) = (self.rows, self.cols);
+        let centre = (self.n_samples - 1) as f64 / 2.0;
+        // Each ray's weights are summed per pixel in `scratch` (zero between
+        // rays), remembering which pixels they touched.
+        let mut scratch = vec![0f64; rows * cols];
+        let mut touched = Vec::new();
+        let mut block = Rows {
+            ends: Vec::with_capacity(rays.len() / 4),
+            col: Vec::new(),
+            val: Vec::new(),
+        };
+        for (r, ray) in rays.chunks_exact(4).enumerate() {
+            for j in 0..self.n_samples {
+                let t = (j as f64 - centre) * self.step_mm;
+                // grid_sampler_2d: gx = −1 is the left edge of the image, so the
+                // pixel coordinate is ((gx + 1) · cols − 1) / 2.
+                let ix = ((ray[0] + t * ray[2] + 1.0) * cols as f64 - 1.0) / 2.0;
+                let iy = ((ray[1] + t * ray[3] + 1.0) * rows as f64 - 1.0) / 2.0;
+                let (x0, y0) = (ix.floor(), iy.floor());
+                let (fx, fy) = (ix - x0, iy - y0);
+                for (dx, dy, w) in [
+                    (0, 0, (1.0 - fx) * (1.0 - fy)),
+                    (1, 0, fx * (1.0 - fy)),
+                    (0, 1, (1.0 - fx) * fy),
+                    (1, 1, fx * fy),
+                ] {
+                    let (x, y) = (x0 as i64 + dx, y0 as i64 + dy);
+                    // Zero padding: pixels outside the image are dropped.
+                    if w > 0.0 && (0..cols as i64).contains(&x) && (0..rows as i64).contains(&y) {
+                        let p = y as usize * cols + x as usize;
+                        if scratch[p] == 0.0 {
+                            touched.push(p);
+                        }
+                        scratch[p] += w;
+                    }
+                }
+            }
+            touched.sort_unstable();
+            for &p in &touched {
+                block.col.push(p as i32);
+                block.val.push(scratch[p] * self.step_mm);
+                scratch[p] = 0.0;
+            }
+            touched.clear();
+            block.ends.push(block.col.len());
+            if (r + 1) % rays_per_view == 0
+                && block.col.len() * n_rays / (r + 1) > max_nnz.saturating_mul(2)
+            {
+                return None;
+            }
+        }
+        Some(block)
+    }
+}
+
 /// `m v` for each of the `B · C` vectors of `v` `[B, C, …]`: `[B, C, rows of m]`.
 fn apply(m: &Tensor, v: &Tensor) -> Tensor {
     let size = v.size();
@@ -149,22 +219,19 @@ fn apply(m: &Tensor, v: &Tensor) -> Tensor {
 /// row offsets, column indices and values.
 fn csr(
     crow: &[usize],
-    col: &[usize],
+    col: &[i32],
     val: &[f64],
     shape: [usize; 2],
     (kind, device): (Kind, Device),
 ) -> Tensor {
     consume_csr_beta_warning();
-    let index = |v: &[usize]| {
-        let v: Vec<i32> = v
-            .iter()
-            .map(|&i| i32::try_from(i).expect("sparse index within i32"))
-            .collect();
-        Tensor::from_slice(&v)
-    };
+    let crow: Vec<i32> = crow
+        .iter()
+        .map(|&i| i32::try_from(i).expect("row offsets within i32 (checked by the build)"))
+        .collect();
     Tensor::sparse_csr_tensor_crow_col_value_size(
-        &index(crow),
-        &index(col),
+        &Tensor::from_slice(&crow),
+        &Tensor::from_slice(col),
         &Tensor::from_slice(val).to_kind(kind),
         [shape[0] as i64, shape[1] as i64],
         (kind, Device::Cpu),

@@ -182,14 +182,18 @@ impl Radon {
     /// first use; `None` when it would be too large.
     fn matrix(&self, kind: Kind) -> Option<MutexGuard<'_, RadonMatrix>> {
         let slot = &self.matrices[usize::from(kind == Kind::Double)];
-        slot.get_or_init(|| self.build_matrix(kind, MATRIX_MAX_NNZ).map(Mutex::new))
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
+        slot.get_or_init(|| {
+            self.build_matrix(kind, (MATRIX_MAX_NNZ, threads))
+                .map(Mutex::new)
+        })
+        .as_ref()
+        .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The sparse matrix in precision `kind` on the operator's device, unless it
-    /// would have more than about `max_nnz` entries.
-    fn build_matrix(&self, kind: Kind, max_nnz: usize) -> Option<RadonMatrix> {
+    /// would have more than `max_nnz` entries, built on up to `threads` threads.
+    fn build_matrix(&self, kind: Kind, (max_nnz, threads): (usize, usize)) -> Option<RadonMatrix> {
         let g = &self.geometry;
         RadonMatrix::build(
             &ray_table(g),
@@ -197,7 +201,7 @@ impl Radon {
             (self.n_samples as usize, self.step_mm),
             (g.rows, g.cols),
             (kind, self.device),
-            max_nnz,
+            (max_nnz, threads),
         )
     }
 
@@ -381,13 +385,51 @@ mod tests {
             Device::Cpu,
         );
         let nnz = op
-            .build_matrix(Kind::Float, usize::MAX)
+            .build_matrix(Kind::Float, (usize::MAX, 1))
             .expect("no limit")
             .nnz();
         // 8 views × 16 rays, each crossing at most 16 columns of two or three pixels.
         assert!(nnz > 8 * 16 * 8 && nnz < 8 * 16 * 16 * 3, "{nnz} entries");
-        assert!(op.build_matrix(Kind::Float, nnz as usize).is_some());
-        assert!(op.build_matrix(Kind::Float, nnz as usize - 1).is_none());
+        for threads in [1, 3] {
+            assert!(op
+                .build_matrix(Kind::Float, (nnz as usize, threads))
+                .is_some());
+            assert!(op
+                .build_matrix(Kind::Float, (nnz as usize - 1, threads))
+                .is_none());
+        }
+    }
+
+    /// The matrix is the same whatever the number of threads that build it (blocks
+    /// of views, one of them shorter: 7 views on 1, 2 and 3 threads).
+    #[test]
+    fn matrix_does_not_depend_on_the_threads_building_it() {
+        let op = Radon::new(
+            &CtGeometry::parallel(20, uniform_angles(7, 180.0)),
+            Device::Cpu,
+        );
+        let x = Tensor::rand([2, 1, 20, 20], (Kind::Double, Device::Cpu));
+        let y = Tensor::rand(
+            [2, 1, 7, op.geometry().n_detectors as i64],
+            (Kind::Double, Device::Cpu),
+        );
+        let build = |threads| {
+            op.build_matrix(Kind::Double, (usize::MAX, threads))
+                .unwrap()
+        };
+        let one = build(1);
+        for threads in [2, 3] {
+            let m = build(threads);
+            assert_eq!(m.nnz(), one.nnz());
+            assert!(
+                m.forward(&x).equal(&one.forward(&x)),
+                "forward, {threads} threads"
+            );
+            assert!(
+                m.adjoint(&y).equal(&one.adjoint(&y)),
+                "adjoint, {threads} threads"
+            );
+        }
     }
 
     /// Operators of one geometry on one device share their matrices while any of

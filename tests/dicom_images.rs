@@ -242,6 +242,38 @@ ds.save_as(sys.argv[1], enforce_file_format=True)
 print(ds.file_meta.TransferSyntaxUID)
 "#;
 
+/// A decoder that panics on corrupt data (dicom-rs's RLE decoder indexes past a
+/// segment that decodes short) is an error of the file, not a crash: here
+/// MR_small_RLE.dcm with the last 40 bytes of its RLE frame cut off.
+#[test]
+fn a_decoder_panic_is_an_error_naming_the_transfer_syntax() {
+    let Some(source) = test_file("MR_small_RLE.dcm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("short_rle.dcm");
+    let script = r#"
+import sys, pydicom
+from pydicom.encaps import encapsulate, generate_frames
+ds = pydicom.dcmread(sys.argv[1])
+frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+ds.PixelData = encapsulate([frame[:-40]])
+ds.save_as(sys.argv[2])
+"#;
+    python(
+        script,
+        &[source.to_str().unwrap(), corrupt.to_str().unwrap()],
+    )
+    .unwrap();
+    let err = read_image(&corrupt, ReadLimits::default())
+        .expect_err("a truncated RLE segment is refused")
+        .to_string();
+    assert!(
+        err.contains("pixel data") && err.contains("1.2.840.10008.1.2.5"),
+        "{err}"
+    );
+}
+
 #[test]
 fn enhanced_multi_frame_uses_functional_groups_and_sorts_frames() {
     let dir = tempfile::tempdir().unwrap();

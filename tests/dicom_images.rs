@@ -243,8 +243,9 @@ print(ds.file_meta.TransferSyntaxUID)
 "#;
 
 /// A decoder that panics on corrupt data (dicom-rs's RLE decoder indexes past a
-/// segment that decodes short) is an error of the file, not a crash: here
-/// MR_small_RLE.dcm with the last 40 bytes of its RLE frame cut off.
+/// segment that decodes short) is an error of the file, not a crash, and no
+/// panic message reaches stderr: here MR_small_RLE.dcm with the last 40 bytes of
+/// its RLE frame cut off, read by `dps-recon simulate --source dicom:…`.
 #[test]
 fn a_decoder_panic_is_an_error_naming_the_transfer_syntax() {
     let Some(source) = test_file("MR_small_RLE.dcm") else {
@@ -272,6 +273,20 @@ ds.save_as(sys.argv[2])
         err.contains("pixel data") && err.contains("1.2.840.10008.1.2.5"),
         "{err}"
     );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+        .args(["simulate", "--modality", "mr", "--source"])
+        .arg(format!("dicom:{}", dir.path().display()))
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("short_rle.dcm") && stderr.contains("transfer syntax 1.2.840.10008.1.2.5"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

@@ -47,6 +47,14 @@ pub enum DicomError {
     /// A data set could not be encoded or a file could not be written.
     #[error("cannot write DICOM: {0}")]
     Write(String),
+    /// The error of one file among several (e.g. of a series).
+    #[error("{}: {error}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        error: Box<DicomError>,
+    },
 }
 
 /// An element named for messages: tag and keyword, e.g. `(0071,1002) Dimensions`.
@@ -92,7 +100,7 @@ impl DicomError {
 
     /// A short machine-readable class of the error, used by `inspect --json`:
     /// `io`, `not_dicom`, `malformed`, `unsupported`, `too_large`, `missing`,
-    /// `invalid`, `pixel` or `write`.
+    /// `invalid`, `pixel` or `write` (for [`DicomError::InFile`], its file's).
     pub fn class(&self) -> &'static str {
         match self {
             Self::Io(_) => "io",
@@ -104,6 +112,7 @@ impl DicomError {
             Self::Invalid { .. } => "invalid",
             Self::Pixel(_) => "pixel",
             Self::Write(_) => "write",
+            Self::InFile { error, .. } => error.class(),
         }
     }
 }

@@ -3,8 +3,10 @@
 //! lossless, JPEG-LS, JPEG 2000, deflated), rescaled, with their geometry, and
 //! sorted along the slice normal.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::cell::Cell;
+use std::panic::{self, catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -76,17 +78,15 @@ pub fn image_from_bytes(bytes: &[u8], limits: ReadLimits) -> Result<ImageFile, D
 }
 
 /// Reads the files of one series and sorts their frames along the slice normal.
-/// Fails when the files belong to different series or the frame sizes differ.
+/// Fails when the files belong to different series or the frame sizes differ;
+/// the error of a file that cannot be read names it ([`DicomError::InFile`]).
 pub fn read_series(paths: &[PathBuf], limits: ReadLimits) -> Result<ImageSeries, DicomError> {
     let mut context: Option<InstanceContext> = None;
     let mut frames = Vec::new();
     for path in paths {
-        let file = read_image(path, limits).map_err(|e| match e {
-            DicomError::Io(io) => DicomError::Io(std::io::Error::new(
-                io.kind(),
-                format!("{}: {io}", path.display()),
-            )),
-            other => other,
+        let file = read_image(path, limits).map_err(|e| DicomError::InFile {
+            path: path.clone(),
+            error: Box::new(e),
         })?;
         if let Some(first) = &context {
             if first.series_instance_uid != file.context.series_instance_uid {
@@ -196,7 +196,7 @@ pub fn image_from_object(
         pixels * (bits as u64 / 8 + 4),
     )?;
     let ts = file.meta().transfer_syntax().to_owned();
-    let decoded = catch_unwind(AssertUnwindSafe(|| file.decode_pixel_data()))
+    let decoded = without_panic(|| file.decode_pixel_data())
         .map_err(|_| DicomError::Pixel(format!("the decoder for transfer syntax {ts} failed")))?
         .map_err(|e| DicomError::Pixel(error_chain(&e)))?;
     let expected = rows * cols * bits as usize / 8 * frames as usize;
@@ -211,7 +211,7 @@ pub fn image_from_object(
     let sop_instance_uid = text(obj, tags::SOP_INSTANCE_UID);
     let mut out = Vec::with_capacity(frames as usize);
     for (i, placement) in geometry.per_frame.into_iter().enumerate() {
-        let values: Vec<f32> = catch_unwind(AssertUnwindSafe(|| decoded.to_vec_frame(i as u32)))
+        let values: Vec<f32> = without_panic(|| decoded.to_vec_frame(i as u32))
             .map_err(|_| DicomError::Pixel(format!("frame {i}: conversion failed")))?
             .map_err(|e| DicomError::Pixel(format!("frame {i}: {}", error_chain(&e))))?;
         if values.len() != rows * cols {
@@ -238,6 +238,31 @@ pub fn image_from_object(
         context: InstanceContext::from_object(obj)?,
         frames: out,
     })
+}
+
+thread_local! {
+    /// Set while [`without_panic`] runs on this thread.
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs a pixel decoder, turning a panic (the decoders of dicom-rs index out of
+/// bounds on some corrupt data) into `Err(())`. Its message is not printed: the
+/// caller reports the file's error instead. Other panics, on any thread, go to
+/// the panic hook as before.
+fn without_panic<T>(decode: impl FnOnce() -> T) -> Result<T, ()> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !CATCHING.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let before = CATCHING.with(|c| c.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(decode)).map_err(|_| ());
+    CATCHING.with(|c| c.set(before));
+    result
 }
 
 /// Where one frame lies and how its pixels are spaced.

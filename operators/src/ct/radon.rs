@@ -182,8 +182,8 @@ impl Radon {
     /// first use; `None` when it would be too large.
     fn matrix(&self, kind: Kind) -> Option<MutexGuard<'_, RadonMatrix>> {
         let slot = &self.matrices[usize::from(kind == Kind::Double)];
-        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
         slot.get_or_init(|| {
+            let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
             self.build_matrix(kind, (MATRIX_MAX_NNZ, threads))
                 .map(Mutex::new)
         })

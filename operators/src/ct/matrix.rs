@@ -65,9 +65,12 @@ impl RadonMatrix {
                 .map(|w| w.join().expect("a sparse-matrix build thread panicked"))
                 .collect()
         });
-        let (mut crow, mut col, mut val) = (vec![0usize], Vec::<i32>::new(), Vec::new());
+        let blocks = blocks.into_iter().collect::<Option<Vec<Rows>>>()?;
+        let nnz = blocks.iter().map(|b| b.col.len()).sum();
+        let mut crow = Vec::with_capacity(n_rays + 1);
+        crow.push(0usize);
+        let (mut col, mut val) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
         for block in blocks {
-            let block = block?;
             let offset = col.len();
             crow.extend(block.ends.iter().map(|&end| offset + end));
             col.extend(block.col);

@@ -66,40 +66,14 @@ impl RadonMatrix {
                 .collect()
         });
         let blocks = blocks.into_iter().collect::<Option<Vec<Rows>>>()?;
-        let nnz = blocks.iter().map(|b| b.col.len()).sum();
-        let mut crow = Vec::with_capacity(n_rays + 1);
-        crow.push(0usize);
-        let (mut col, mut val) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
-        for block in blocks {
-            let offset = col.len();
-            crow.extend(block.ends.iter().map(|&end| offset + end));
-            col.extend(block.col);
-            val.extend(block.val);
-        }
-        if col.len() > max_nnz.min(i32::MAX as usize) {
+        let nnz = blocks.iter().map(|b| b.col.len()).sum::<usize>();
+        if nnz > max_nnz.min(i32::MAX as usize) {
             return None;
         }
-        // Aᵀ by a counting sort on the pixel; rays stay in order within a pixel.
-        let mut t_crow = vec![0usize; n_pixels + 1];
-        for &p in &col {
-            t_crow[p as usize + 1] += 1;
-        }
-        for p in 0..n_pixels {
-            t_crow[p + 1] += t_crow[p];
-        }
-        let mut next = t_crow.clone();
-        let (mut t_col, mut t_val) = (vec![0i32; col.len()], vec![0f64; col.len()]);
-        for r in 0..n_rays {
-            for k in crow[r]..crow[r + 1] {
-                let slot = &mut next[col[k] as usize];
-                t_col[*slot] = r as i32;
-                t_val[*slot] = val[k];
-                *slot += 1;
-            }
-        }
-        Some(RadonMatrix {
-            a: csr(&crow, &col, &val, [n_rays, n_pixels], (kind, device)),
-            at: csr(&t_crow, &t_col, &t_val, [n_pixels, n_rays], (kind, device)),
+        let shape = (n_rays, n_pixels);
+        Some(match kind {
+            Kind::Double => assemble(blocks, nnz, shape, |v| v, device),
+            _ => assemble(blocks, nnz, shape, |v| v as f32, device),
         })
     }
 
@@ -119,6 +93,52 @@ impl RadonMatrix {
     pub(super) fn adjoint(&self, y: &Tensor) -> Tensor {
         apply(&self.at, y)
     }
+}
+
+/// The matrix of the rows in `blocks` (`nnz` entries in all) and its transpose, of
+/// `shape` `(n_rays, n_pixels)`, with values `to_value(weight)`, as CSR tensors on
+/// `device`. Each set of host vectors is dropped once its tensors exist, so memory
+/// peaks at about 24 bytes per entry in f32 (the matrix keeps 16).
+fn assemble<T: tch::kind::Element + Copy>(
+    blocks: Vec<Rows>,
+    nnz: usize,
+    (n_rays, n_pixels): (usize, usize),
+    to_value: impl Fn(f64) -> T,
+    device: Device,
+) -> RadonMatrix {
+    let mut crow = Vec::with_capacity(n_rays + 1);
+    crow.push(0usize);
+    let (mut col, mut val) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
+    for block in blocks {
+        let offset = col.len();
+        crow.extend(block.ends.iter().map(|&end| offset + end));
+        col.extend(block.col);
+        val.extend(block.val.into_iter().map(&to_value));
+    }
+    // Aᵀ by a counting sort on the pixel; rays stay in order within a pixel.
+    let mut t_crow = vec![0usize; n_pixels + 1];
+    for &p in &col {
+        t_crow[p as usize + 1] += 1;
+    }
+    for p in 0..n_pixels {
+        t_crow[p + 1] += t_crow[p];
+    }
+    let mut next = t_crow.clone();
+    let (mut t_col, mut t_val) = (vec![0i32; nnz], Vec::with_capacity(nnz));
+    // Every slot is written once below; the placeholder is the first value.
+    t_val.resize(nnz, val.first().map_or_else(|| to_value(0.0), |&v| v));
+    for r in 0..n_rays {
+        for k in crow[r]..crow[r + 1] {
+            let slot = &mut next[col[k] as usize];
+            t_col[*slot] = r as i32;
+            t_val[*slot] = val[k];
+            *slot += 1;
+        }
+    }
+    drop(next);
+    let a = csr(crow, col, val, [n_rays, n_pixels], device);
+    let at = csr(t_crow, t_col, t_val, [n_pixels, n_rays], device);
+    RadonMatrix { a, at }
 }
 
 /// How each ray is sampled, on an image of `rows × cols` pixels: `n_samples`
@@ -196,10 +216,18 @@ impl RaySampling {
             }
             touched.clear();
             block.ends.push(block.col.len());
-            if (r + 1) % rays_per_view == 0
-                && block.col.len() * n_rays / (r + 1) > max_nnz.saturating_mul(2)
-            {
-                return None;
+            if (r + 1) % rays_per_view == 0 {
+                let len = block.col.len();
+                if len * n_rays / (r + 1) > max_nnz.saturating_mul(2) {
+                    return None;
+                }
+                if r + 1 == rays_per_view {
+                    // Room for the block's entries as the first view extrapolates
+                    // them, with 1/8 to spare, instead of doubling as it grows.
+                    let estimate = len * (rays.len() / 4) / rays_per_view * 9 / 8;
+                    block.col.reserve(estimate.saturating_sub(len));
+                    block.val.reserve(estimate.saturating_sub(len));
+                }
             }
         }
         Some(block)
@@ -218,26 +246,33 @@ fn apply(m: &Tensor, v: &Tensor) -> Tensor {
         .reshape([size[0], size[1], -1])
 }
 
-/// The CSR tensor (32-bit indices, values in `kind`, on `device`) of the given
-/// row offsets, column indices and values.
-fn csr(
-    crow: &[usize],
-    col: &[i32],
-    val: &[f64],
+/// The CSR tensor (32-bit indices, on `device`) of the given row offsets, column
+/// indices and values, which it consumes (freeing them once copied).
+fn csr<T: tch::kind::Element>(
+    crow: Vec<usize>,
+    col: Vec<i32>,
+    val: Vec<T>,
     shape: [usize; 2],
-    (kind, device): (Kind, Device),
+    device: Device,
 ) -> Tensor {
     consume_csr_beta_warning();
-    let crow: Vec<i32> = crow
-        .iter()
-        .map(|&i| i32::try_from(i).expect("row offsets within i32 (checked by the build)"))
-        .collect();
+    /// The tensor of `v`, which is freed once copied.
+    fn tensor<T: tch::kind::Element>(v: Vec<T>) -> Tensor {
+        Tensor::from_slice(&v)
+    }
+    let crow = tensor(
+        crow.into_iter()
+            .map(|i| i32::try_from(i).expect("row offsets within i32 (checked by the build)"))
+            .collect::<Vec<i32>>(),
+    );
+    let col = tensor(col);
+    let val = tensor(val);
     Tensor::sparse_csr_tensor_crow_col_value_size(
-        &Tensor::from_slice(&crow),
-        &Tensor::from_slice(col),
-        &Tensor::from_slice(val).to_kind(kind),
+        &crow,
+        &col,
+        &val,
         [shape[0] as i64, shape[1] as i64],
-        (kind, Device::Cpu),
+        (val.kind(), Device::Cpu),
     )
     .to_device(device)
 }

@@ -24,10 +24,11 @@ const SAMPLES_PER_PIXEL: f64 = 2.0;
 /// 32 MiB grid and 16 MiB of samples per image channel (`B · C` of them) in `f32`.
 const SAMPLES_PER_CHUNK: i64 = 1 << 22;
 
-/// Largest sparse matrix built (nonzero entries): 2²⁵ entries take 512 MiB in `f32`
-/// with the transpose (e.g. 7.0 M for 180 views at 128², 1.2 M for 30 views).
-/// Larger geometries keep sampling.
-const MATRIX_MAX_NNZ: usize = 1 << 25;
+/// Largest sparse matrix built (nonzero entries): 2²⁷ entries take 2 GiB in `f32`
+/// with the transpose, and about as much while they are built (e.g. 7.0 M entries
+/// for 180 views at 128², 26 M at 256², about 105 M at 512², 1.2 M for 30 views at
+/// 128²). Larger geometries keep sampling the rays, several times slower.
+const MATRIX_MAX_NNZ: usize = 1 << 27;
 
 /// The projector as a sparse matrix in `f32` and in `f64`, each built on first use
 /// (`None`: too large, see [`MATRIX_MAX_NNZ`]). The mutex makes the matrix
@@ -40,7 +41,7 @@ static SHARED: Mutex<Vec<(CtGeometry, Device, Weak<Matrices>)>> = Mutex::new(Vec
 /// The matrices of `geometry` on `device`: those of a live operator of the same
 /// geometry, else new (empty) ones. So the operators that a batch runner builds
 /// per slice batch of one acquisition hold one matrix between them, not one each
-/// (up to 512 MiB apiece); it is freed with the last of them.
+/// (up to 2 GiB apiece); it is freed with the last of them.
 fn shared_matrices(geometry: &CtGeometry, device: Device) -> Arc<Matrices> {
     let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
     shared.retain(|(_, _, m)| m.strong_count() > 0);

@@ -415,14 +415,22 @@ fn check_done_series(dir: &Path, raws: &[RawMeasurement], kinds: &[&str], card: 
             assert_eq!(z, raws[n - 1 - i].plane.position_mm[2]);
             if kind == "dps" {
                 dps_uids.push(frame.sop_instance_uid.clone());
-                // The manifest's residual is that of the written image.
-                let problem = Problem::from_raw(&raws[n - 1 - i], Device::Cpu).unwrap();
+            }
+            let problem = Problem::from_raw(&raws[n - 1 - i], Device::Cpu).unwrap();
+            if kind == "uncertainty" {
+                // Two samples differ somewhere: a standard deviation in the
+                // output's units, finite, non-negative and not all zero.
+                assert!(frame.pixels.iter().all(|v| v.is_finite() && *v >= 0.0));
+                assert!(frame.pixels.iter().any(|v| *v > 0.0), "slice {i}: zero std");
+            } else if kind == "dps" || !problem.y.is_complex() {
+                // The manifest's residual is that of the written image (for MR,
+                // whose baselines are complex and written as magnitude, of DPS).
                 let x = Tensor::from_slice(&frame.pixels).view([1, 1, N as i64, N as i64]);
                 let r = normalized_residual(&problem, &x)[0].unwrap();
-                let logged = m["slices"][i]["residual"]["dps"].as_f64().unwrap();
+                let logged = m["slices"][i]["residual"][kind].as_f64().unwrap();
                 assert!(
                     (r - logged).abs() <= 1e-3 * logged.abs().max(1.0),
-                    "slice {i}: residual {r} vs manifest {logged}"
+                    "{kind}, slice {i}: residual {r} vs manifest {logged}"
                 );
             }
             assert_dciodvfy_clean(&path);

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use dps_operators::ct::FbpFilter;
 use dps_recon::dicom::{read_raw, read_series, ReadLimits};
-use dps_recon::metrics::psnr;
+use dps_recon::metrics::{nmse, psnr, ssim};
 use dps_recon::phantom::PhantomStyle;
 use dps_recon::pipeline::problem::Problem;
 use dps_recon::pipeline::reconstruct::DEFAULT_CG_ITERATIONS;
@@ -117,7 +117,9 @@ fn truths(case: &Path) -> Vec<([f64; 3], Tensor)> {
 
 /// PSNR of `which` on each raw slice of `case`, recomputed from the files, with
 /// the data range max − min of the truth.
-fn recomputed_psnr(case: &Path, which: Baseline) -> Vec<f64> {
+/// PSNR, SSIM and NMSE of a baseline recomputed from a case's raw files and truth,
+/// per slice in z order.
+fn recomputed_scores(case: &Path, which: Baseline) -> Vec<[f64; 3]> {
     let truths = truths(case);
     let lo = truths
         .iter()
@@ -127,7 +129,7 @@ fn recomputed_psnr(case: &Path, which: Baseline) -> Vec<f64> {
         .iter()
         .map(|(_, t)| t.max().double_value(&[]))
         .fold(f64::NEG_INFINITY, f64::max);
-    let mut out: Vec<(f64, f64)> = dcm_files(&case.join("raw"))
+    let mut out: Vec<(f64, [f64; 3])> = dcm_files(&case.join("raw"))
         .iter()
         .map(|f| {
             let raw = read_raw(f, ReadLimits::default()).unwrap();
@@ -138,9 +140,14 @@ fn recomputed_psnr(case: &Path, which: Baseline) -> Vec<f64> {
             let problem = Problem::from_raw(&raw, Device::Cpu).unwrap();
             let x = baseline(&problem, which).unwrap();
             let n = truth.size();
+            let x = x.view([n[0], n[1]]);
             (
                 raw.plane.position_mm[2],
-                psnr(&x.view([n[0], n[1]]), truth, hi - lo),
+                [
+                    psnr(&x, truth, hi - lo),
+                    ssim(&x, truth, hi - lo),
+                    nmse(&x, truth),
+                ],
             )
         })
         .collect();
@@ -223,11 +230,16 @@ fn ct_validation_reports_scores_that_can_be_recomputed() {
     assert_eq!(r["best_baseline"], if tv > fbp { "tv" } else { "fbp" });
     assert!(r["slices"][0]["mri_scale"].is_null());
 
-    let again = recomputed_psnr(&out, Baseline::Fbp(FbpFilter::Hann));
-    assert!(
-        (again[0] - fbp).abs() < 1e-3,
-        "FBP {fbp} dB, recomputed {again:?}"
-    );
+    let again = recomputed_scores(&out, Baseline::Fbp(FbpFilter::Hann))[0];
+    let fbp_scores = &r["slices"][0]["methods"]["fbp"];
+    for (k, key) in ["psnr", "ssim", "nmse"].into_iter().enumerate() {
+        let reported = finite(&fbp_scores[key]);
+        assert!(
+            (again[k] - reported).abs() <= 1e-4 * reported.abs().max(1.0),
+            "FBP {key} {reported}, recomputed {}",
+            again[k]
+        );
+    }
     // 5 panels of 32² with 4-pixel gaps.
     assert_eq!(png_size(&out.join("montage.png")), (5 * 32 + 4 * 4, 32));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -282,7 +294,7 @@ fn mr_validation_of_a_simulated_case_and_of_the_same_case_again() {
         .map(String::as_str)
         .collect();
     assert_eq!(methods, ["cg-sense", "dps", "tv", "zero-filled"]);
-    let cg = recomputed_psnr(
+    let cg = recomputed_scores(
         &first,
         Baseline::CgSense {
             iterations: DEFAULT_CG_ITERATIONS,
@@ -290,12 +302,14 @@ fn mr_validation_of_a_simulated_case_and_of_the_same_case_again() {
     );
     for (i, s) in r["slices"].as_array().unwrap().iter().enumerate() {
         assert!(finite(&s["mri_scale"]) > 0.0);
-        let reported = finite(&s["methods"]["cg-sense"]["psnr"]);
-        assert!(
-            (reported - cg[i]).abs() < 1e-3,
-            "slice {i}: CG-SENSE {reported} dB, recomputed {}",
-            cg[i]
-        );
+        for (k, key) in ["psnr", "ssim", "nmse"].into_iter().enumerate() {
+            let reported = finite(&s["methods"]["cg-sense"][key]);
+            assert!(
+                (reported - cg[i][k]).abs() <= 1e-4 * reported.abs().max(1.0),
+                "slice {i}: CG-SENSE {key} {reported}, recomputed {}",
+                cg[i][k]
+            );
+        }
         finite(&s["methods"]["dps"]["ssim"]);
     }
     // Two rows of 32 pixels with a 4-pixel gap.

@@ -325,16 +325,44 @@ mod tests {
     use super::*;
     use tch::Device;
 
+    /// Other sizes: the input is padded (replicate) to a multiple of the
+    /// downsampling factor and the output cropped back, so the output at 13 × 21
+    /// is the top-left crop of the output at the padded 14 × 22. The weights are
+    /// perturbed first (a fresh network's output layer is zero), so that the
+    /// output and its dependence on t are not trivially zero.
     #[test]
     fn runs_at_other_sizes_and_keeps_the_shape() {
+        tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let net = UNet::new(&vs.root(), &UNetConfig::tiny(1));
+        tch::no_grad(|| {
+            for (_, mut v) in vs.variables() {
+                let _ = v.g_add_(&(v.randn_like() * 0.1));
+            }
+        });
+        let t = Tensor::from_slice(&[0i64, 999]);
         for (h, w) in [(16, 16), (13, 21), (1, 7)] {
-            let x = Tensor::randn([2, 1, h, w], (Kind::Float, Device::Cpu));
-            let t = Tensor::from_slice(&[0i64, 999]);
+            let x = Tensor::randn([1, 1, h, w], (Kind::Float, Device::Cpu)).repeat([2, 1, 1, 1]);
             let eps = net.forward_t(&x, &t, false);
             assert_eq!(eps.size(), [2, 1, h, w]);
             assert!(eps.isfinite().all().int64_value(&[]) == 1);
+            // The same image at t = 0 and t = 999 gives different ε̂.
+            let scale = eps.abs().mean(Kind::Float).double_value(&[]);
+            let by_t = (eps.get(0) - eps.get(1))
+                .abs()
+                .mean(Kind::Float)
+                .double_value(&[]);
+            assert!(
+                scale > 1e-3 && by_t > 0.05 * scale,
+                "{h}×{w}: |ε̂| {scale}, Δt {by_t}"
+            );
+            if (h, w) == (13, 21) {
+                let padded = x.pad([0, 1, 0, 1], "replicate", None);
+                let full = net.forward_t(&padded, &t, false);
+                let crop = full.narrow(2, 0, h).narrow(3, 0, w);
+                let err = (&eps - crop).abs().max().double_value(&[]);
+                assert!(err < 1e-5, "crop of the padded output: {err}");
+            }
         }
     }
 

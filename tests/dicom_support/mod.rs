@@ -173,17 +173,23 @@ pub fn dciodvfy_errors(report: &str) -> Vec<&str> {
     report.lines().filter(|l| l.starts_with("Error")).collect()
 }
 
-/// Runs `python3 -c script args...`; returns stdout. `None` when python3 or
-/// pydicom is missing and DPS_SKIP_EXTERNAL=1.
+/// Runs `python3 -c script args...`; returns stdout. `None` when python3 or a
+/// module the script imports (pydicom, numpy) is missing and DPS_SKIP_EXTERNAL=1;
+/// any other failure of the script (a rejected file, an assertion) panics.
 pub fn python(script: &str, args: &[&str]) -> Option<String> {
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
         .args(args)
         .output();
+    let missing_module = |stderr: &[u8]| {
+        String::from_utf8_lossy(stderr)
+            .lines()
+            .any(|l| l.starts_with("ModuleNotFoundError"))
+    };
     match out {
         Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Ok(out) if skip_external() => {
+        Ok(out) if skip_external() && missing_module(&out.stderr) => {
             eprintln!(
                 "skipping python check because DPS_SKIP_EXTERNAL=1: {}",
                 String::from_utf8_lossy(&out.stderr)

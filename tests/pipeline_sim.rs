@@ -12,10 +12,12 @@ use dps_recon::dicom::{
     read_raw, read_series, CtDataType, CtGeometry as RawGeometry, ImageSeries, Measurement,
     RawMeasurement, ReadLimits,
 };
+use dps_recon::metrics::psnr;
 use dps_recon::phantom::{
     hu_to_mu, random_ellipses, shepp_logan_hu, PhantomStyle, MU_WATER_70KEV_PER_MM,
 };
 use dps_recon::pipeline::problem::Problem;
+use dps_recon::pipeline::reconstruct::{baseline, Baseline, DEFAULT_CG_ITERATIONS};
 use dps_recon::pipeline::simulate::{
     simulate, write_simulation, Acquisition, CtAcquisition, CtNoise, MriAcquisition,
     SimulationConfig, Source, WrittenSimulation,
@@ -183,6 +185,22 @@ fn mri_without_stored_sensitivities_reconstructs_from_the_acs() {
     let problem = Problem::from_raw(raw, Device::Cpu).unwrap();
     assert_eq!(problem.image_size, [64, 64]);
     assert_eq!(problem.y.size(), [1, 8, 64, 64]);
+    // Coil maps estimated from the 5 calibration lines: CG-SENSE gains over the
+    // zero-filled adjoint (measured 20.31 against 18.19 dB; with the true maps
+    // stored, 22.59 dB). Maps of the wrong coil order or scale fall below.
+    let truth = tensor(&truth(&written).frames[0].pixels, 64);
+    let score = |which| {
+        let x = baseline(&problem, which).unwrap().abs().view([64, 64]);
+        psnr(&x, &truth, 1.0)
+    };
+    let zero_filled = score(Baseline::ZeroFilled);
+    let cg = score(Baseline::CgSense {
+        iterations: DEFAULT_CG_ITERATIONS,
+    });
+    assert!(
+        cg > 19.8 && cg > zero_filled + 1.5,
+        "CG-SENSE {cg:.2} dB, zero-filled {zero_filled:.2} dB"
+    );
 }
 
 #[test]

@@ -47,43 +47,55 @@ fn misfit(op: &dyn Operator, y: &Tensor, zeta: f64) -> f64 {
 fn every_seed_task_is_guided_towards_its_data() {
     tch::manual_seed(0);
     let truth = (Tensor::rand([1, 1, 16, 16], (Kind::Float, Device::Cpu)) - 0.5) * 0.8;
-    // (task, operator, ζ for 100 steps): the blurs take a smaller step (with ζ ≥ 3
-    // the Gaussian deblurring overshoots and ends no closer to its data).
-    let tasks: Vec<(&str, Box<dyn Operator>, f64)> = vec![
+    // (task, operator, ζ for 100 steps, misfit measured with guidance on
+    // 2026-12-07): the blurs take a smaller step (with ζ ≥ 3 the Gaussian
+    // deblurring overshoots and ends no closer to its data). Without guidance
+    // the misfits are 0.38 / 6.80 / 4.73 / 1.48 / 1.62 / 4.74.
+    let tasks: Vec<(&str, Box<dyn Operator>, f64, f64)> = vec![
         (
             "super-resolution x4",
             Box::new(SuperResolution::new(4, 16, 16)),
             2.0,
+            0.0476,
         ),
         (
             "inpainting (box)",
             Box::new(Inpainting::new(&box_mask(16, 16, 8, BoxPlacement::Centred))),
             2.0,
+            0.9541,
         ),
         (
             "inpainting (random)",
             Box::new(Inpainting::new(&random_pixel_mask(16, 16, 0.7, 1))),
             2.0,
+            1.1367,
         ),
         (
             "gaussian deblur",
             Box::new(Blur::new(&gaussian_kernel(5, 1.5))),
             1.0,
+            0.3811,
         ),
         (
             "motion deblur",
             Box::new(Blur::new(&motion_blur_kernel(7, 0.5, 2))),
             1.0,
+            0.5486,
         ),
-        ("phase retrieval", Box::new(PhaseRetrieval::new(2)), 2.0),
+        (
+            "phase retrieval",
+            Box::new(PhaseRetrieval::new(2)),
+            2.0,
+            0.8316,
+        ),
     ];
-    for (name, op, zeta) in &tasks {
+    for (name, op, zeta, measured) in &tasks {
         let y = tch::no_grad(|| op.forward(&truth));
         let guided = misfit(op.as_ref(), &y, *zeta);
         let unguided = misfit(op.as_ref(), &y, 0.0);
         assert!(
-            guided < 0.5 * unguided,
-            "{name}: misfit {guided:.4} with guidance vs {unguided:.4} without"
+            guided < 0.5 * unguided && guided < 1.5 * measured,
+            "{name}: misfit {guided:.4} with guidance (measured {measured}) vs {unguided:.4} without"
         );
     }
 }

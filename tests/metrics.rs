@@ -141,6 +141,7 @@ fn constant_offset_gives_known_values() {
 fn ssim_on_cuda_matches_cpu() {
     // Runs only where a CUDA device is present; on CPU-only machines it has nothing to compare.
     if !tch::Cuda::is_available() {
+        eprintln!("ssim_on_cuda_matches_cpu: skipped, no CUDA device");
         return;
     }
     for (name, x, r, range, case) in cases() {

@@ -235,8 +235,14 @@ impl RaySampling {
 }
 
 /// `m v` for each of the `B · C` vectors of `v` `[B, C, …]`: `[B, C, rows of m]`.
+/// One vector goes through the sparse matrix-vector product: on a CPU (MKL, two
+/// threads, 180 views at 128²) 1.5 ms against 3.4 ms for the matrix product with
+/// one column. From two vectors on, the matrix product is as fast or faster.
 fn apply(m: &Tensor, v: &Tensor) -> Tensor {
     let size = v.size();
+    if size[0] * size[1] == 1 {
+        return m.mv(&v.reshape([-1])).reshape([1, 1, -1]);
+    }
     let columns = v
         .reshape([size[0] * size[1], -1])
         .transpose(0, 1)

@@ -2,6 +2,7 @@
 //! through its model card, ignores extra output channels, and is
 //! differentiable with respect to its input.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dps_recon::prior::Prior;
@@ -20,17 +21,20 @@ m = torch.jit.trace(Eps(), (torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.
 m.save(sys.argv[1])
 "#;
 
-#[test]
-fn traced_module_loads_and_differentiates() {
-    let dir = tempfile::tempdir().unwrap();
-    let pt = dir.path().join("eps.pt");
+/// Runs `script` (PyTorch) with the module path `DIR/eps.pt` as its argument and
+/// writes a one-channel model card for it; returns the card's path.
+fn export(dir: &Path, script: &str) -> PathBuf {
+    let pt = dir.join("eps.pt");
+    // From a file: torch.jit.script reads the module's source.
+    let py = dir.join("export.py");
+    std::fs::write(&py, script).unwrap();
     let status = Command::new("python3")
-        .args(["-c", TRACE])
+        .arg(&py)
         .arg(&pt)
         .status()
         .expect("python3 (the .venv's, with torch) must be on PATH: run through `make test`");
-    assert!(status.success(), "tracing the test module failed");
-    let card = dir.path().join("eps.json");
+    assert!(status.success(), "exporting the test module failed");
+    let card = dir.join("eps.json");
     std::fs::write(
         &card,
         r#"{"name": "traced-test", "description": "test", "format": "torchscript",
@@ -39,7 +43,13 @@ fn traced_module_loads_and_differentiates() {
             "intensity": {"unit": "HU", "physical_min": -1000, "physical_max": 1000}}"#,
     )
     .unwrap();
+    card
+}
 
+#[test]
+fn traced_module_loads_and_differentiates() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = export(dir.path(), TRACE);
     let prior = Prior::load(&card, Device::Cpu).unwrap();
     // Other sizes and batch sizes than traced: the module is size-agnostic.
     let x = (Tensor::randn([3, 1, 6, 5], (Kind::Float, Device::Cpu)) * 0.7).set_requires_grad(true);
@@ -92,4 +102,39 @@ fn bad_card_names_the_file() {
         .expect("must fail")
         .to_string();
     assert!(err.contains("none.json"), "{err}");
+}
+
+/// A module that cannot serve as a prior is refused when it is loaded, with the
+/// file and the reason, not in the middle of sampling: one whose output has the
+/// wrong shape, and one that asks for a device it is not run on (as a module
+/// traced on a GPU does; here scripted, since this machine may have none).
+#[test]
+fn a_module_that_cannot_run_is_refused_at_load() {
+    let cases = [
+        (
+            "import sys, torch\n\
+             class Eps(torch.nn.Module):\n\
+             \x20   def forward(self, x, t):\n\
+             \x20       return x[:, :, ::2, ::2]\n\
+             torch.jit.trace(Eps(), (torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))).save(sys.argv[1])\n",
+            "returns ε̂ of shape [2, 1, 2, 2]",
+        ),
+        (
+            "import sys, torch\n\
+             class Eps(torch.nn.Module):\n\
+             \x20   def forward(self, x, t):\n\
+             \x20       return x + torch.zeros(1, device=torch.device('meta'))\n\
+             torch.jit.script(Eps()).save(sys.argv[1])\n",
+            "does not run on Cpu",
+        ),
+    ];
+    for (script, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let card = export(dir.path(), script);
+        let err = format!(
+            "{:#}",
+            Prior::load(&card, Device::Cpu).err().expect("refused")
+        );
+        assert!(err.contains("eps.pt") && err.contains(reason), "{err}");
+    }
 }

@@ -59,6 +59,7 @@ impl Prior {
     pub fn load(card_path: &Path, device: Device) -> anyhow::Result<Self> {
         let card = ModelCard::read(card_path)?;
         let weights = card.weights_path(card_path);
+        let schedule = Schedule::new(&card.schedule);
         let model: Box<dyn EpsModel> = match card.format {
             ModelFormat::Unet => {
                 let arch = card
@@ -74,11 +75,11 @@ impl Prior {
             }
             ModelFormat::Torchscript => Box::new(torchscript::TorchScriptPrior::load(
                 &weights,
-                card.channels,
+                (card.channels, card.image_size),
+                schedule.timesteps.iter().copied().max().unwrap_or(0),
                 device,
             )?),
         };
-        let schedule = Schedule::new(&card.schedule);
         Ok(Self {
             model,
             card,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tch::{CModule, Device, IValue, Tensor};
+use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use super::EpsModel;
 
@@ -17,8 +17,17 @@ pub struct TorchScriptPrior {
 
 impl TorchScriptPrior {
     /// Loads the module onto `device`, in eval mode, with every parameter frozen so
-    /// that the sampler's backward pass builds no weight gradients.
-    pub fn load(path: &Path, channels: i64, device: Device) -> anyhow::Result<Self> {
+    /// that the sampler's backward pass builds no weight gradients, and runs it once
+    /// on a zero image of `channels × image_size²` at t = 0 and t = T − 1 (`last_t`)
+    /// so that a module that cannot run on `device` (one traced on another device
+    /// keeps that device in its graph) or returns the wrong shape is refused here,
+    /// naming the file, instead of failing mid-sampling.
+    pub fn load(
+        path: &Path,
+        (channels, image_size): (i64, i64),
+        last_t: i64,
+        device: Device,
+    ) -> anyhow::Result<Self> {
         let mut module = CModule::load_on_device(path, device).map_err(|e| {
             anyhow::anyhow!("{}: cannot load TorchScript module: {e}", path.display())
         })?;
@@ -26,27 +35,69 @@ impl TorchScriptPrior {
         for (_, p) in module.named_parameters()? {
             let _ = p.set_requires_grad(false);
         }
-        Ok(Self { module, channels })
+        let prior = Self { module, channels };
+        let shape = [2, channels, image_size, image_size];
+        let x = Tensor::zeros(shape, (Kind::Float, device));
+        let t = Tensor::from_slice(&[0, last_t]).to_device(device);
+        let out = tch::no_grad(|| prior.output(&x, &t)).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the TorchScript module does not run on {device:?} with x {shape:?} \
+                 and t [0, {last_t}]: {e} (a module traced on another device keeps \
+                 that device; trace it on this one or script it: docs/priors.md)",
+                path.display()
+            )
+        })?;
+        let eps = prior
+            .eps_of(&out, &x)
+            .map_err(|e| anyhow::anyhow!("{}: the TorchScript module {e}", path.display()))?;
+        anyhow::ensure!(
+            eps.isfinite().all().int64_value(&[]) == 1,
+            "{}: the TorchScript module returns non-finite ε̂ for a zero image",
+            path.display()
+        );
+        Ok(prior)
     }
-}
 
-impl EpsModel for TorchScriptPrior {
-    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
+    /// The module's output for `(x, t)` (the first element of a tuple), or why
+    /// it failed.
+    fn output(&self, x: &Tensor, t: &Tensor) -> Result<Tensor, String> {
         let out = self
             .module
             .forward_is(&[
                 IValue::Tensor(x.shallow_clone()),
                 IValue::Tensor(t.shallow_clone()),
             ])
-            .expect("TorchScript prior forward failed");
-        let out = match out {
-            IValue::Tensor(t) => t,
+            .map_err(|e| e.to_string())?;
+        match out {
+            IValue::Tensor(t) => Ok(t),
             IValue::Tuple(mut v) if !v.is_empty() => match v.swap_remove(0) {
-                IValue::Tensor(t) => t,
-                other => panic!("TorchScript prior returned {other:?}, expected a tensor"),
+                IValue::Tensor(t) => Ok(t),
+                other => Err(format!("returned {other:?}, expected a tensor")),
             },
-            other => panic!("TorchScript prior returned {other:?}, expected a tensor"),
-        };
-        out.narrow(1, 0, self.channels)
+            other => Err(format!("returned {other:?}, expected a tensor")),
+        }
+    }
+
+    /// ε̂, the first `channels` channels of the output `out` for the input `x`, or
+    /// why `out` has the wrong shape.
+    fn eps_of(&self, out: &Tensor, x: &Tensor) -> Result<Tensor, String> {
+        let (want, got) = (x.size(), out.size());
+        if got.len() != 4 || got[0] != want[0] || got[1] < self.channels || got[2..] != want[2..] {
+            return Err(format!(
+                "returns ε̂ of shape {got:?} for x {want:?}; expected [{}, ≥ {}, {}, {}]",
+                want[0], self.channels, want[2], want[3]
+            ));
+        }
+        Ok(out.narrow(1, 0, self.channels))
+    }
+}
+
+impl EpsModel for TorchScriptPrior {
+    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
+        // The module ran on this device at load; a failure now is a fault of the
+        // module at other sizes.
+        self.output(x, t)
+            .and_then(|out| self.eps_of(&out, x))
+            .unwrap_or_else(|e| panic!("TorchScript prior: {e}"))
     }
 }

@@ -97,9 +97,12 @@ impl Adam {
     fn step(&mut self, params: &mut [Tensor], t: u64) {
         tch::no_grad(|| {
             let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
-            let total: f64 = grads
+            // Each gradient's squared norm on its device, read back in one copy
+            // (not one per parameter, each a device sync), summed here in order.
+            let squares: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Double)).collect();
+            let total: f64 = Vec::<f64>::try_from(Tensor::stack(&squares, 0))
+                .expect("f64 squared norms")
                 .iter()
-                .map(|g| g.square().sum(Kind::Double).double_value(&[]))
                 .sum::<f64>()
                 .sqrt();
             let clip = if total > 1.0 { 1.0 / total } else { 1.0 };

@@ -29,7 +29,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::noise::NoiseSource;
+use super::noise::ChainNoise;
 use crate::prior::{EpsModel, Schedule};
 
 /// How x'_{i−1} is drawn from x_i and x̂_0.
@@ -171,12 +171,14 @@ impl<'a> DpsSampler<'a> {
         distance: &dyn Fn(&Tensor) -> Tensor,
         observe: &mut dyn FnMut(usize, &Step),
     ) -> Tensor {
-        let mut noise = NoiseSource::new(self.config.seed);
-        let mut x = noise.standard_normal(shape, kind, device);
+        // x_N and the z of steps N−1 … 1.
+        let steps = self.schedule.len();
+        let mut noise = ChainNoise::new(self.config.seed, shape, (kind, device), steps);
+        let mut x = noise.next_tensor();
         let mut x0_hat = x.zeros_like();
-        for i in (0..self.schedule.len()).rev() {
+        for i in (0..steps).rev() {
             let z = if i > 0 {
-                noise.standard_normal(shape, kind, device)
+                noise.next_tensor()
             } else {
                 x.zeros_like()
             };

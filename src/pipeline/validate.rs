@@ -426,9 +426,12 @@ pub fn validate(
             let start = Instant::now();
             let x = baseline(&problem, *b)
                 .with_context(|| format!("{}: {}", slice.file.display(), b.name()))?;
+            // Timed until the image is on the host, so that on a GPU the seconds
+            // include the queued work, not only its launch.
+            let image = to_cpu_2d(&x);
             let seconds = start.elapsed().as_secs_f64();
             scores.insert(b.name().to_string(), score(&x, seconds));
-            images.insert(b.name().to_string(), to_cpu_2d(&x));
+            images.insert(b.name().to_string(), image);
         }
         let start = Instant::now();
         let mri_scale = match problem.modality {
@@ -447,9 +450,10 @@ pub fn validate(
             &mut |done, total| progress(i, done, total),
         )
         .with_context(|| format!("{}: DPS", slice.file.display()))?;
+        let image = to_cpu_2d(&rec.mean);
         let seconds = start.elapsed().as_secs_f64();
         scores.insert(DPS.to_string(), score(&rec.mean, seconds));
-        images.insert(DPS.to_string(), to_cpu_2d(&rec.mean));
+        images.insert(DPS.to_string(), image);
         slices.push(SliceResult {
             location_mm: slice
                 .raw

@@ -1,5 +1,7 @@
 //! Seeded Gaussian noise for the sampler, drawn on the CPU with ChaCha so that a
-//! seed gives the same chain on any device and in any thread.
+//! seed gives the same noise on any device and in any thread. (The chain itself is
+//! bit for bit the same only on the same kind of device: on CUDA, TF32
+//! convolutions and atomic additions in the backward pass round differently.)
 
 use std::collections::VecDeque;
 

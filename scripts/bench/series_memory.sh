@@ -2,7 +2,7 @@
 # Benchmark section: peak memory and wall time of `dps-recon run` on one CT series
 # as it grows from 1 to 8 slices, with one slice per batch and with the default 4.
 # Each batch is a problem with its own projector, and all of them live until the
-# series is written; their sparse matrix (about 450 MiB at 256², 180 views) is
+# series is written; their sparse matrix (about 400 MiB at 256², 180 views) is
 # shared between them, so peak memory must not grow with the number of batches.
 # A 2-step DDIM preset keeps the run short: what is measured is the fixed cost of
 # a series (reading, the projector, FBP, writing), not the sampler.
@@ -76,11 +76,12 @@ series (random-ellipse phantoms, 256², 180 parallel views, transmission counts 
 1e4) with a 2-step DDIM preset and the FBP baseline, so that the fixed cost of a
 series shows: reading, one projector per batch of slices, FBP, writing. Peak
 resident memory of the process (\`ru_maxrss\`) and wall time. The batches of a
-series share one sparse projector matrix (about 450 MiB here), so peak memory does
+series share one sparse projector matrix (about 400 MiB here), so peak memory does
 not grow with the number of batches. Before (one matrix per batch; this script on
 commit d92d5d0, 2026-12-07) the 8 slices took 5140 MiB and 62.4 s in 8 batches, 3151
-MiB and 33.8 s in 2, against 2067 MiB for one slice. Batches of 4 slices take more
-memory for the network's activations.
+MiB and 33.8 s in 2, against 2067 MiB for one slice; the matrix's build then peaked at
+twice its final size (1871 MiB for one slice on commit a9d64cc). Batches of 4 slices
+take more memory for the network's activations.
 
 | slices | slices per batch | batches | peak memory (MiB) | seconds |
 |---:|---:|---:|---:|---:|

@@ -25,7 +25,7 @@ const SAMPLES_PER_PIXEL: f64 = 2.0;
 const SAMPLES_PER_CHUNK: i64 = 1 << 22;
 
 /// Largest sparse matrix built (nonzero entries): 2²⁷ entries take 2 GiB in `f32`
-/// with the transpose, and about as much while they are built (e.g. 7.0 M entries
+/// with the transpose, and up to half as much again while they are built (e.g. 7.0 M entries
 /// for 180 views at 128², 26 M at 256², about 105 M at 512², 1.2 M for 30 views at
 /// 128²). Larger geometries keep sampling the rays, several times slower.
 const MATRIX_MAX_NNZ: usize = 1 << 27;

@@ -358,3 +358,26 @@ fn sizes_over_the_cap_are_refused_before_allocating() {
         "{err}"
     );
 }
+
+/// A date, time or code string outside the default character repertoire (here a
+/// StudyDate with a UTF-8 "Ä" in it) could be read but not written back, so the
+/// reader refuses it and names the attribute (found by the raw_profile fuzz
+/// target: a Korean-encoded StudyDate was read, and the writer then failed).
+#[test]
+fn non_ascii_in_a_date_is_refused_on_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tmp(dir.path(), "date.dcm", &ct_fan_counts(4, 4));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"20240229")
+        .expect("the StudyDate value");
+    bytes[at..at + 8].copy_from_slice("2024Ä29".as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let err = read_raw(&path, ReadLimits::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(0008,0020) StudyDate: \"2024Ä29\" holds 'Ä'"),
+        "{err}"
+    );
+}

@@ -106,6 +106,36 @@ impl InstanceContext {
         })
     }
 
+    /// Checks that the attributes whose VR (DA, TM, CS) admits only the DICOM
+    /// default character repertoire hold only printable ASCII: a value decoded
+    /// from another character set (e.g. a date with Latin-1 or Korean bytes) could
+    /// be read but not written back, so it is refused where it is read.
+    pub fn check_default_repertoire(&self) -> Result<(), DicomError> {
+        for (tag, vr, value) in [
+            (tags::PATIENT_BIRTH_DATE, "DA", &self.patient_birth_date),
+            (tags::PATIENT_SEX, "CS", &self.patient_sex),
+            (tags::STUDY_DATE, "DA", &self.study_date),
+            (tags::STUDY_TIME, "TM", &self.study_time),
+            (tags::MODALITY, "CS", &self.modality),
+            (tags::BODY_PART_EXAMINED, "CS", &self.body_part_examined),
+            (tags::PATIENT_POSITION, "CS", &self.patient_position),
+        ] {
+            if let Some(c) = value
+                .chars()
+                .find(|c| !c.is_ascii() || c.is_ascii_control())
+            {
+                return Err(DicomError::invalid(
+                    std_name(tag),
+                    format!(
+                        "{value:?} holds {c:?}, outside the DICOM default character \
+                         repertoire that a {vr} value is limited to"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Puts the Patient, General Study and Frame of Reference modules, and
     /// BodyPartExamined and PatientPosition of General Series. The other General
     /// Series and General Equipment attributes belong to the writer of each object.

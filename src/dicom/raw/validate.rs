@@ -73,6 +73,7 @@ impl RawMeasurement {
             &ctx.frame_of_reference_uid,
             std_name(tags::FRAME_OF_REFERENCE_UID),
         )?;
+        ctx.check_default_repertoire()?;
         if ctx.modality != self.data.modality() {
             return Err(DicomError::invalid(
                 std_name(tags::MODALITY),

@@ -166,7 +166,9 @@ impl Radon {
             .collect()
     }
 
-    /// Sampling grid `[1, len · n_detectors, K, 2]` of views `v0 .. v0 + len`.
+    /// Sampling grid `[len, n_detectors, K, 2]` of views `v0 .. v0 + len`: one batch
+    /// element per view, since libtorch's CPU kernels (the backward in particular)
+    /// run the batch elements of `grid_sampler_2d` in parallel.
     fn grid(&self, rays: &Tensor, v0: i64, len: i64, kind: Kind) -> Tensor {
         let chunk = rays.narrow(0, v0, len).to_kind(kind).unsqueeze(2);
         let origin = chunk.narrow(3, 0, 2);
@@ -174,9 +176,7 @@ impl Radon {
         let centre = (self.n_samples - 1) as f64 / 2.0;
         let t = ((Tensor::arange(self.n_samples, (kind, rays.device())) - centre) * self.step_mm)
             .reshape([1, 1, self.n_samples, 1]);
-        origin
-            .addcmul(&t, &direction)
-            .reshape([1, -1, self.n_samples, 2])
+        origin.addcmul(&t, &direction)
     }
 
     /// The sparse matrix of the projector in precision `kind` (f32 or f64), built on
@@ -255,8 +255,8 @@ impl Operator for Radon {
                 return m.forward(x).reshape([b, c, views, dets]);
             }
         }
-        // Batch and channels become channels of one grid-sampler input, so that
-        // one grid serves them all.
+        // Batch and channels become channels of one grid-sampler input, which each
+        // view of a chunk (a batch element of the grid) reads without a copy.
         let input = x.reshape([1, b * c, h, w]);
         let rays = self.rays();
         let parts: Vec<Tensor> = self
@@ -264,13 +264,16 @@ impl Operator for Radon {
             .into_iter()
             .map(|(v0, len)| {
                 let grid = self.grid(&rays, v0, len, x.kind());
-                input
+                // [len, B·C, dets, K] → [B·C, len, dets]
+                (input
+                    .expand([len, b * c, h, w], false)
                     .grid_sampler_2d(&grid, BILINEAR, ZEROS, false)
                     .sum_dim_intlist(-1, false, x.kind())
-                    * self.step_mm
+                    * self.step_mm)
+                    .permute([1, 0, 2])
             })
             .collect();
-        Tensor::cat(&parts, 2).reshape([b, c, views, dets])
+        Tensor::cat(&parts, 1).reshape([b, c, views, dets])
     }
 
     /// Data terms take their gradients through the sparse adjoint, not through
@@ -294,7 +297,10 @@ impl LinearOperator for Radon {
                 return m.adjoint(y).reshape([b, c, h, w]);
             }
         }
-        let values = y.reshape([1, b * c, -1, 1]) * self.step_mm;
+        // [len, B·C, dets, 1] for the views v0 .. v0 + len.
+        let values = y.reshape([b * c, -1, dets]) * self.step_mm;
+        let weights =
+            |v0: i64, len: i64| values.narrow(1, v0, len).permute([1, 0, 2]).unsqueeze(-1);
         let create_graph = y.requires_grad();
         let rays = self.rays();
         // The transpose of the bilinear sampling is its gradient with respect to the
@@ -306,9 +312,10 @@ impl LinearOperator for Radon {
                     let x0 =
                         Tensor::zeros([1, b * c, h, w], (kind, y.device())).set_requires_grad(true);
                     let grid = self.grid(&rays, v0, len, kind);
-                    let samples = x0.grid_sampler_2d(&grid, BILINEAR, ZEROS, false);
-                    let weights = values.narrow(2, v0 * dets, len * dets);
-                    let loss = (samples * weights).sum(kind);
+                    let samples = x0
+                        .expand([len, b * c, h, w], false)
+                        .grid_sampler_2d(&grid, BILINEAR, ZEROS, false);
+                    let loss = (samples * weights(v0, len)).sum(kind);
                     Tensor::run_backward(&[loss], &[&x0], false, create_graph)
                         .pop()
                         .expect("one gradient per input")

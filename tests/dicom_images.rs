@@ -556,3 +556,49 @@ fn series_of_mixed_uids_or_sizes_are_refused() {
     );
     assert!(!dir.path().join("c").exists());
 }
+
+/// `simulate` copies an image series' patient attributes into raw files, which
+/// cannot hold a date outside the default character repertoire: it refuses such a
+/// series before writing anything, naming the source and the attribute.
+#[test]
+fn simulate_refuses_a_series_whose_birth_date_raw_data_cannot_hold() {
+    let Some(source) = test_file("CT_small.dcm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("series");
+    std::fs::create_dir(&series).unwrap();
+    let patched = series.join("ct.dcm");
+    // A Latin-1 'Ä' in PatientBirthDate (8 bytes, as the value it replaces).
+    let script = r#"
+import sys, pydicom
+ds = pydicom.dcmread(sys.argv[1])
+ds.SpecificCharacterSet = "ISO_IR 100"
+ds.PatientBirthDate = "19700101"
+ds.save_as(sys.argv[2])
+data = open(sys.argv[2], "rb").read()
+assert data.count(b"19700101") == 1
+open(sys.argv[2], "wb").write(data.replace(b"19700101", "1970Ä01 ".encode("latin-1")))
+"#;
+    python(
+        script,
+        &[source.to_str().unwrap(), patched.to_str().unwrap()],
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+        .args(["simulate", "--modality", "ct", "--source"])
+        .arg(format!("dicom:{}", series.display()))
+        .arg("-o")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("series: the source's patient attributes cannot be copied")
+            && stderr.contains("PatientBirthDate: \"1970Ä01\""),
+        "{stderr}"
+    );
+    assert!(!out_dir.join("raw").exists(), "nothing written");
+}

@@ -336,6 +336,10 @@ pub fn simulate(config: &SimulationConfig) -> anyhow::Result<Simulation> {
         context.body_part_examined = "HEAD".into();
     }
     context.series_description = raw_series_description(&config.acquisition);
+    // Patient attributes copied from a source series must fit a raw file.
+    context.check_default_repertoire().with_context(|| {
+        format!("{source}: the source's patient attributes cannot be copied to raw data")
+    })?;
     let raw: Vec<RawMeasurement> = truth
         .iter()
         .zip(measurements)

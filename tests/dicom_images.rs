@@ -91,6 +91,34 @@ print(json.dumps(out))
     assert!(min < -500.0, "CT_small should be in HU, min {min}");
 }
 
+/// pydicom's test file `name` rewritten by `script` (run as `python3 -c script
+/// SOURCE DEST`) to `dest` inside a new temporary folder: the folder and the
+/// written path; `None` without pydicom's test files.
+fn rewritten(name: &str, dest: &str, script: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    let source = test_file(name)?;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(dest);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    python(script, &[source.to_str().unwrap(), path.to_str().unwrap()]).unwrap();
+    Some((dir, path))
+}
+
+/// `dps-recon simulate --modality MODALITY --source dicom:SERIES -o OUT`: whether
+/// it succeeded, and its stderr.
+fn simulate_from(series: &Path, modality: &str, out: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+        .args(["simulate", "--modality", modality, "--source"])
+        .arg(format!("dicom:{}", series.display()))
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs a dcmtk tool; `false` when it is missing and DPS_SKIP_EXTERNAL=1.
 fn dcmtk(tool: &str, args: &[&Path]) -> bool {
     match std::process::Command::new(tool).args(args).output() {
@@ -248,11 +276,6 @@ print(ds.file_meta.TransferSyntaxUID)
 /// its RLE frame cut off, read by `dps-recon simulate --source dicom:…`.
 #[test]
 fn a_decoder_panic_is_an_error_naming_the_transfer_syntax() {
-    let Some(source) = test_file("MR_small_RLE.dcm") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let corrupt = dir.path().join("short_rle.dcm");
     let script = r#"
 import sys, pydicom
 from pydicom.encaps import encapsulate, generate_frames
@@ -261,11 +284,9 @@ frame = next(generate_frames(ds.PixelData, number_of_frames=1))
 ds.PixelData = encapsulate([frame[:-40]])
 ds.save_as(sys.argv[2])
 "#;
-    python(
-        script,
-        &[source.to_str().unwrap(), corrupt.to_str().unwrap()],
-    )
-    .unwrap();
+    let Some((dir, corrupt)) = rewritten("MR_small_RLE.dcm", "short_rle.dcm", script) else {
+        return;
+    };
     let err = read_image(&corrupt, ReadLimits::default())
         .expect_err("a truncated RLE segment is refused")
         .to_string();
@@ -273,15 +294,8 @@ ds.save_as(sys.argv[2])
         err.contains("pixel data") && err.contains("1.2.840.10008.1.2.5"),
         "{err}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dps-recon"))
-        .args(["simulate", "--modality", "mr", "--source"])
-        .arg(format!("dicom:{}", dir.path().display()))
-        .arg("-o")
-        .arg(dir.path().join("out"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, stderr) = simulate_from(dir.path(), "mr", &dir.path().join("out"));
+    assert!(!ok);
     assert!(
         stderr.contains("short_rle.dcm") && stderr.contains("transfer syntax 1.2.840.10008.1.2.5"),
         "{stderr}"
@@ -562,13 +576,6 @@ fn series_of_mixed_uids_or_sizes_are_refused() {
 /// series before writing anything, naming the source and the attribute.
 #[test]
 fn simulate_refuses_a_series_whose_birth_date_raw_data_cannot_hold() {
-    let Some(source) = test_file("CT_small.dcm") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let series = dir.path().join("series");
-    std::fs::create_dir(&series).unwrap();
-    let patched = series.join("ct.dcm");
     // A Latin-1 'Ä' in PatientBirthDate (8 bytes, as the value it replaces).
     let script = r#"
 import sys, pydicom
@@ -580,21 +587,12 @@ data = open(sys.argv[2], "rb").read()
 assert data.count(b"19700101") == 1
 open(sys.argv[2], "wb").write(data.replace(b"19700101", "1970Ä01 ".encode("latin-1")))
 "#;
-    python(
-        script,
-        &[source.to_str().unwrap(), patched.to_str().unwrap()],
-    )
-    .unwrap();
+    let Some((dir, _)) = rewritten("CT_small.dcm", "series/ct.dcm", script) else {
+        return;
+    };
     let out_dir = dir.path().join("out");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dps-recon"))
-        .args(["simulate", "--modality", "ct", "--source"])
-        .arg(format!("dicom:{}", series.display()))
-        .arg("-o")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, stderr) = simulate_from(&dir.path().join("series"), "ct", &out_dir);
+    assert!(!ok);
     assert!(
         stderr.contains("series: the source's patient attributes cannot be copied")
             && stderr.contains("PatientBirthDate: \"1970Ä01\""),

@@ -115,10 +115,9 @@ fn truths(case: &Path) -> Vec<([f64; 3], Tensor)> {
         .collect()
 }
 
-/// PSNR of `which` on each raw slice of `case`, recomputed from the files, with
-/// the data range max − min of the truth.
-/// PSNR, SSIM and NMSE of a baseline recomputed from a case's raw files and truth,
-/// per slice in z order.
+/// PSNR, SSIM and NMSE of the baseline `which` on each raw slice of `case`,
+/// recomputed from the files, with the data range max − min of the truth; per
+/// slice in z order.
 fn recomputed_scores(case: &Path, which: Baseline) -> Vec<[f64; 3]> {
     let truths = truths(case);
     let lo = truths

@@ -22,15 +22,9 @@ impl NoiseSource {
         }
     }
 
-    /// A tensor of i.i.d. N(0, 1) values of `shape`, `kind`, on `device`.
-    pub fn standard_normal(&mut self, shape: &[i64], kind: Kind, device: Device) -> Tensor {
-        self.standard_normals(1, shape, kind, device)
-            .pop()
-            .expect("one tensor")
-    }
-
-    /// `count` tensors as `count` calls of [`NoiseSource::standard_normal`] would
-    /// draw them, moved to `device` in one copy.
+    /// `count` tensors of i.i.d. N(0, 1) values of `shape`, `kind`, on `device`,
+    /// drawn one tensor after the other (so `count` calls with 1 give the same
+    /// values) and moved to `device` in one copy.
     pub fn standard_normals(
         &mut self,
         count: usize,
@@ -117,7 +111,7 @@ mod tests {
         let mut single = NoiseSource::new(7);
         let mut chain = ChainNoise::new(7, &shape, (Kind::Float, Device::Cpu), 120);
         for k in 0..120 {
-            let a = single.standard_normal(&shape, Kind::Float, Device::Cpu);
+            let a = single.standard_normals(1, &shape, Kind::Float, Device::Cpu)[0].shallow_clone();
             assert!(a.equal(&chain.next_tensor()), "tensor {k}");
         }
     }

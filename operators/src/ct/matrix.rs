@@ -124,9 +124,7 @@ fn assemble<T: tch::kind::Element + Copy>(
         t_crow[p + 1] += t_crow[p];
     }
     let mut next = t_crow.clone();
-    let (mut t_col, mut t_val) = (vec![0i32; nnz], Vec::with_capacity(nnz));
-    // Every slot is written once below; the placeholder is the first value.
-    t_val.resize(nnz, val.first().map_or_else(|| to_value(0.0), |&v| v));
+    let (mut t_col, mut t_val) = (vec![0i32; nnz], vec![to_value(0.0); nnz]);
     for r in 0..n_rays {
         for k in crow[r]..crow[r + 1] {
             let slot = &mut next[col[k] as usize];

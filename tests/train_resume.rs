@@ -1,5 +1,5 @@
 //! Training is deterministic for a seed, and a run resumed from its checkpoint ends
-//! with exactly the weights of an uninterrupted run.
+//! with exactly the weights of an uninterrupted run, dropout included.
 
 use dps_recon::phantom::{PhantomFamily, PhantomStyle};
 use dps_recon::prior::train::{train, TrainConfig, TrainingData};
@@ -14,7 +14,12 @@ fn config(out: &std::path::Path, steps: u64) -> TrainConfig {
         command: "test".into(),
         out_dir: out.to_path_buf(),
         image_size: 16,
-        architecture: UNetConfig::tiny(1),
+        // Dropout draws its masks from libtorch's generator: exercised here so
+        // that resuming must restore that stream too.
+        architecture: UNetConfig {
+            dropout: 0.1,
+            ..UNetConfig::tiny(1)
+        },
         schedule: BetaSchedule::default(),
         intensity: IntensityMap {
             unit: "MR".into(),

@@ -2,7 +2,8 @@
 //! weights, random crops and flips, resumable checkpoints and a loss log.
 //!
 //! Deterministic for a seed: every random draw of step k (images, crops, flips, t,
-//! ε) comes from a ChaCha stream seeded by (seed, k), so a run resumed from a
+//! ε) comes from a ChaCha stream seeded by (seed, k), and dropout's masks from
+//! libtorch's generator seeded by the same value, so a run resumed from a
 //! checkpoint continues exactly as an uninterrupted one (on the same device and
 //! thread count).
 //!
@@ -219,8 +220,11 @@ pub fn train(
     let started = Instant::now();
     let mut window = (0f64, 0u64);
     while step < cfg.steps {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(cfg.seed ^ (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let step_seed = cfg.seed ^ (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
+        // Dropout masks come from libtorch's global generator: reseed it per step so
+        // that they too depend only on (seed, step).
+        tch::manual_seed(step_seed as i64);
         let x0 = draw_batch(cfg, data, &mut rng).to_device(cfg.device);
         let t: Vec<i64> = (0..cfg.batch_size)
             .map(|_| rng.gen_range(0..schedule.len() as i64))

@@ -7,10 +7,10 @@
 //! image, the neurological convention). Values keep the file's units after its
 //! `scl_slope`/`scl_inter`.
 
+pub mod nifti;
+
 use std::path::Path;
 
-use anyhow::Context;
-use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 use tch::{Kind, Tensor};
 
 /// A 3-D volume in memory: `data[[x, y, z]]`, voxel sizes in mm.
@@ -18,51 +18,20 @@ pub struct Volume {
     /// `[nx, ny, nz]` as `f32`, stored as a tensor `[nz, ny, nx]` (C order).
     zyx: Tensor,
     pub dims: [i64; 3],
+    /// Voxel sizes along x, y, z, finite and > 0.
     pub voxel_mm: [f64; 3],
 }
 
 impl Volume {
-    /// Reads a `.nii` or `.nii.gz` file; errors name the file.
+    /// Reads a NIfTI-1 file (`.nii`, `.nii.gz`, `.hdr`/`.img`); errors name the
+    /// file and the problem (see [`nifti::read_file`]).
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let obj = ReaderOptions::new()
-            .read_file(path)
-            .with_context(|| format!("{}: cannot read NIfTI volume", path.display()))?;
-        let pixdim = obj.header().pixdim;
-        let arr = obj
-            .into_volume()
-            .into_ndarray::<f32>()
-            .with_context(|| format!("{}: cannot decode NIfTI voxels", path.display()))?;
-        anyhow::ensure!(
-            arr.ndim() == 3 || (arr.ndim() == 4 && arr.shape()[3] == 1),
-            "{}: expected a 3-D volume, found shape {:?}",
-            path.display(),
-            arr.shape()
-        );
-        let (nx, ny, nz) = (arr.shape()[0], arr.shape()[1], arr.shape()[2]);
-        // Column-major [x, y, z] read as C order [z, y, x].
-        let mut zyx = Vec::with_capacity(nx * ny * nz);
-        for z in 0..nz {
-            for y in 0..ny {
-                for x in 0..nx {
-                    let v = if arr.ndim() == 3 {
-                        arr[[x, y, z]]
-                    } else {
-                        arr[[x, y, z, 0]]
-                    };
-                    zyx.push(v);
-                }
-            }
-        }
-        anyhow::ensure!(
-            zyx.iter().all(|v| v.is_finite()),
-            "{}: volume contains NaN or infinite voxels",
-            path.display()
-        );
-        let dims = [nx as i64, ny as i64, nz as i64];
+        let voxels = nifti::read_file(path)?;
+        let dims = voxels.dims.map(|d| d as i64);
         Ok(Self {
-            zyx: Tensor::from_slice(&zyx).reshape([dims[2], dims[1], dims[0]]),
+            zyx: Tensor::from_slice(&voxels.zyx).reshape([dims[2], dims[1], dims[0]]),
             dims,
-            voxel_mm: [pixdim[1] as f64, pixdim[2] as f64, pixdim[3] as f64],
+            voxel_mm: voxels.voxel_mm,
         })
     }
 

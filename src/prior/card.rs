@@ -140,8 +140,21 @@ impl ModelCard {
                 ));
             }
         }
-        if self.format == ModelFormat::Unet && self.architecture.is_none() {
-            return Err("format \"unet\" needs an \"architecture\"".into());
+        self.schedule.check()?;
+        match (&self.format, &self.architecture) {
+            (ModelFormat::Unet, None) => {
+                return Err("format \"unet\" needs an \"architecture\"".into())
+            }
+            (ModelFormat::Unet, Some(arch)) => {
+                arch.check()?;
+                if arch.in_channels != self.channels {
+                    return Err(format!(
+                        "architecture.in_channels ({}) differs from channels ({})",
+                        arch.in_channels, self.channels
+                    ));
+                }
+            }
+            (ModelFormat::Torchscript, _) => {}
         }
         if self.weights.contains("..") || Path::new(&self.weights).is_absolute() {
             return Err("weights must be a file name beside the card".into());

@@ -9,6 +9,7 @@ pub mod torchscript;
 pub mod train;
 pub mod unet;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use tch::{nn, Device, Tensor};
@@ -40,6 +41,72 @@ impl UNetPrior {
     }
 }
 
+impl UNetPrior {
+    /// A UNet of `config` with the weights of the safetensors file `weights`,
+    /// frozen. The file must hold exactly the network's variables, with their
+    /// shapes: a card whose architecture differs from its weights is refused, with
+    /// the first differences named (libtorch's own loader ignores tensors the
+    /// network lacks and panics on a shape).
+    pub fn load(config: &UNetConfig, weights: &Path, device: Device) -> anyhow::Result<Self> {
+        let mut prior = Self::new(config, device);
+        let stored: BTreeMap<String, Tensor> = Tensor::read_safetensors(weights)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read UNet weights: {e}", weights.display()))?
+            .into_iter()
+            .collect();
+        let vars: BTreeMap<String, Tensor> = prior.vs.variables().into_iter().collect();
+        let missing: Vec<&String> = vars.keys().filter(|k| !stored.contains_key(*k)).collect();
+        let unused: Vec<&String> = stored.keys().filter(|k| !vars.contains_key(*k)).collect();
+        let reshaped: Vec<String> = vars
+            .iter()
+            .filter_map(|(k, v)| {
+                let s = stored.get(k)?;
+                (s.size() != v.size())
+                    .then(|| format!("{k} {:?} (network {:?})", s.size(), v.size()))
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (what, names) in [
+            (
+                "missing",
+                missing.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            ),
+            (
+                "not in the network",
+                unused.iter().map(|s| s.to_string()).collect(),
+            ),
+            ("of another shape", reshaped),
+        ] {
+            if !names.is_empty() {
+                let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+                let more = names.len().saturating_sub(3);
+                let more = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                problems.push(format!(
+                    "{} {what} ({}{more})",
+                    names.len(),
+                    shown.join(", ")
+                ));
+            }
+        }
+        anyhow::ensure!(
+            problems.is_empty(),
+            "{}: the weights do not fit the card's architecture: tensors {}",
+            weights.display(),
+            problems.join("; ")
+        );
+        tch::no_grad(|| {
+            for (k, v) in &vars {
+                v.shallow_clone().copy_(&stored[k]);
+            }
+        });
+        prior.vs.freeze();
+        Ok(prior)
+    }
+}
+
 impl EpsModel for UNetPrior {
     fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
         self.net.forward_t(x, t, false)
@@ -66,11 +133,8 @@ impl Prior {
                     .architecture
                     .as_ref()
                     .expect("validated by ModelCard::read");
-                let mut prior = UNetPrior::new(arch, device);
-                prior.vs.load(&weights).map_err(|e| {
-                    anyhow::anyhow!("{}: cannot load UNet weights: {e}", weights.display())
-                })?;
-                prior.vs.freeze();
+                let prior = UNetPrior::load(arch, &weights, device)
+                    .map_err(|e| e.context(card_path.display().to_string()))?;
                 Box::new(prior)
             }
             ModelFormat::Torchscript => Box::new(torchscript::TorchScriptPrior::load(

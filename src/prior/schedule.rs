@@ -20,6 +20,29 @@ pub enum BetaSchedule {
     },
 }
 
+impl BetaSchedule {
+    /// Whether the schedule is a diffusion: at least one step, every β in (0, 1).
+    pub fn check(&self) -> Result<(), String> {
+        match *self {
+            BetaSchedule::Linear {
+                beta_start,
+                beta_end,
+                timesteps,
+            } => {
+                if timesteps < 1 {
+                    return Err("schedule: timesteps must be ≥ 1".into());
+                }
+                if ![beta_start, beta_end].iter().all(|b| *b > 0.0 && *b < 1.0) {
+                    return Err(format!(
+                        "schedule: beta_start ({beta_start}) and beta_end ({beta_end}) must lie in (0, 1)"
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Default for BetaSchedule {
     fn default() -> Self {
         Self::Linear {

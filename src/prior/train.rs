@@ -140,6 +140,8 @@ pub fn train(
     data: &TrainingData,
     progress: &mut dyn FnMut(u64, f64),
 ) -> anyhow::Result<TrainSummary> {
+    cfg.architecture.check().map_err(anyhow::Error::msg)?;
+    cfg.schedule.check().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&cfg.out_dir)
         .with_context(|| format!("{}: cannot create output folder", cfg.out_dir.display()))?;
     if let TrainingData::Images(images) = data {

@@ -45,6 +45,63 @@ impl UNetConfig {
         }
     }
 
+    /// Whether a network can be built and run with this configuration; the error
+    /// says which field is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.in_channels < 1 || self.out_channels != self.in_channels {
+            return Err(format!(
+                "architecture: in_channels ({}) must be ≥ 1 and out_channels ({}) equal to it",
+                self.in_channels, self.out_channels
+            ));
+        }
+        if self.base_channels < 2 || self.base_channels % 2 != 0 {
+            return Err(format!(
+                "architecture: base_channels ({}) must be even and ≥ 2 (the time embedding \
+                 is half cosines, half sines)",
+                self.base_channels
+            ));
+        }
+        if self.channel_mults.is_empty()
+            || self.channel_mults.len() > 8
+            || self.channel_mults.iter().any(|&m| m < 1)
+        {
+            return Err(format!(
+                "architecture: channel_mults {:?} must hold 1 to 8 levels, each ≥ 1",
+                self.channel_mults
+            ));
+        }
+        if self.num_res_blocks < 1 {
+            return Err("architecture: num_res_blocks must be ≥ 1".into());
+        }
+        if let Some(l) = self
+            .attention_levels
+            .iter()
+            .find(|&&l| l >= self.channel_mults.len())
+        {
+            return Err(format!(
+                "architecture: attention level {l} does not exist (levels 0…{})",
+                self.channel_mults.len() - 1
+            ));
+        }
+        let widths = std::iter::once(1)
+            .chain(self.channel_mults.iter().copied())
+            .map(|m| m * self.base_channels);
+        if self.groups < 1 || widths.clone().any(|c| c % self.groups != 0) {
+            return Err(format!(
+                "architecture: groups ({}) must divide every level's channel count {:?}",
+                self.groups,
+                widths.collect::<Vec<_>>()
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "architecture: dropout ({}) must lie in [0, 1)",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
+
     /// The configuration of the shipped 128² priors, sized for CPU training
     /// (≈ 1.1 M parameters, ≈ 1.2 GMAC per 128² forward pass).
     pub fn small(channels: i64) -> Self {

@@ -478,6 +478,43 @@ fn validate_refuses_what_does_not_fit() {
     );
     let stderr = refused(&run(&["--refine", "lowpass:0"], &dir.path().join("h")));
     assert!(stderr.contains("SIGMA_PX > 0"), "{stderr}");
+
+    // Sampler settings out of range are refused before anything is written
+    // (before, --zeta nan and --eta 2 ran, and --steps 2000 ran 1000 steps).
+    for (extra, message) in [
+        (
+            ["--zeta", "nan"],
+            "'nan' for '--zeta <ZETA>': must be a finite number > 0",
+        ),
+        (
+            ["--zeta", "0"],
+            "'0' for '--zeta <ZETA>': must be a finite number > 0",
+        ),
+        (
+            ["--eta", "2"],
+            "'2' for '--eta <ETA>': must be a number in [0, 1]",
+        ),
+        (
+            ["--samples", "0"],
+            "'0' for '--samples <SAMPLES>': must be an integer ≥ 1",
+        ),
+        (
+            ["--steps", "0"],
+            "'0' for '--steps <STEPS>': must be an integer ≥ 1",
+        ),
+        (
+            ["--steps", "2000"],
+            "--steps 2000 exceeds the 1000 steps of prior",
+        ),
+    ] {
+        let out = dir.path().join("i");
+        let case = ["--case", arg(&counts), "--prior", arg(&card)];
+        let stderr = refused(&dps_recon(
+            &[&case[..], &extra, &["-o", arg(&out)]].concat(),
+        ));
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+        assert!(!out.exists(), "{extra:?}");
+    }
 }
 
 /// `--mri-scale auto` maps each slice's CG-SENSE 99.9th percentile to the card's

@@ -82,6 +82,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A command-line count: an integer ≥ 1 (clap's ranged parser would say
+/// "not in 1..9223372036854775807").
+fn count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, String> {
+    match text.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!("must be an integer ≥ 1, got {text}")),
+    }
+}
+
 /// Writes `text` to standard output; a reader that has gone away (`| head`) is not
 /// an error, since the work is already done and written.
 fn write_stdout(text: &str) -> anyhow::Result<()> {

@@ -60,11 +60,11 @@ pub struct Args {
     pub seed: Option<u64>,
 
     /// Posterior samples per slice (default: the preset's).
-    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, value_parser = super::count::<i64>)]
     pub samples: Option<i64>,
 
     /// Most slices sharing an acquisition reconstructed together.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 4, value_parser = super::count::<u64>)]
     pub batch_slices: u64,
 
     /// Most memory reading one file may need, in MiB.

@@ -36,14 +36,14 @@ pub struct Args {
     pub prior: PathBuf,
 
     /// DPS steps (≤ the prior's T; fewer respaces the schedule).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = super::count::<usize>)]
     pub steps: usize,
 
     /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 10 at
     /// ≥ 500 steps, else 16; CT line integrals with ramp guidance 12 / 24, with plain
     /// guidance 0.3 / 2; CT counts with ramp:C guidance (C > 0) 0.175 / 0.25, with
     /// bare ramp guidance 0.25 / 0.5, with plain guidance none (give --zeta)].
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub zeta: Option<f64>,
 
     /// What the guidance measures: plain (Algorithm 1's ‖y − A x̂₀‖) or ramp (CT:
@@ -68,12 +68,12 @@ pub struct Args {
     #[arg(long)]
     pub refine: Option<Refine>,
 
-    /// DDIM with this η (default: the ancestral DDPM step).
-    #[arg(long)]
+    /// DDIM with this η in [0, 1] (default: the ancestral DDPM step).
+    #[arg(long, value_parser = unit_interval)]
     pub eta: Option<f64>,
 
     /// Posterior samples per slice (mean and standard deviation over them).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::count::<i64>)]
     pub samples: i64,
 
     /// MR: image magnitude per unit of prior intensity, or auto (estimated per slice
@@ -127,6 +127,13 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let device = ctx.device()?;
     let prior = Prior::load(&args.prior, device)?;
     check_prior(&prior, modality)?;
+    anyhow::ensure!(
+        args.steps <= prior.schedule.len(),
+        "--steps {} exceeds the {} steps of prior {}",
+        args.steps,
+        prior.schedule.len(),
+        args.prior.display()
+    );
 
     let (case, case_dir, case_name) = match input {
         Input::Existing(dir, case) => (case, dir.clone(), dir.display().to_string()),
@@ -217,6 +224,22 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     );
     write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--zeta`: a finite number > 0.
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("must be a finite number > 0, got {text}")),
+    }
+}
+
+/// `--eta`: a number in [0, 1].
+fn unit_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be a number in [0, 1], got {text}")),
+    }
 }
 
 /// From this many steps on, `validate`'s defaults are those of the full

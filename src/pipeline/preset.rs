@@ -987,6 +987,48 @@ center_fraction = 0.08
         assert_eq!(p.sha256.len(), 64);
         let s = p.dps_settings(Some(9), None);
         assert_eq!((s.seed, s.samples, s.steps), (9, 2, 100));
+
+        // What the sampler checks before it runs, whoever built the settings.
+        assert!(s.check(1000).is_ok());
+        let fails = |bad: DpsSettings, message: &str| {
+            let err = bad.check(1000).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        };
+        fails(
+            DpsSettings {
+                steps: 0,
+                ..s.clone()
+            },
+            "steps must be 1…1000",
+        );
+        fails(
+            DpsSettings {
+                steps: 1001,
+                ..s.clone()
+            },
+            "(the prior's schedule), got 1001",
+        );
+        fails(
+            DpsSettings {
+                zeta: f64::NAN,
+                ..s.clone()
+            },
+            "ζ must be a finite number > 0",
+        );
+        fails(
+            DpsSettings {
+                eta: Some(1.5),
+                ..s.clone()
+            },
+            "η must be in [0, 1], got 1.5",
+        );
+        fails(
+            DpsSettings {
+                samples: 0,
+                ..s.clone()
+            },
+            "samples must be at least 1, got 0",
+        );
     }
 
     #[test]

@@ -170,6 +170,32 @@ pub struct DpsSettings {
     pub refine: Refine,
 }
 
+impl DpsSettings {
+    /// Fails unless the settings can run on a prior of `timesteps` steps: 1 to
+    /// `timesteps` steps, ζ finite and > 0, η in [0, 1], at least one sample.
+    pub fn check(&self, timesteps: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=timesteps).contains(&self.steps),
+            "steps must be 1…{timesteps} (the prior's schedule), got {}",
+            self.steps
+        );
+        anyhow::ensure!(
+            self.zeta.is_finite() && self.zeta > 0.0,
+            "ζ must be a finite number > 0, got {}",
+            self.zeta
+        );
+        if let Some(eta) = self.eta {
+            anyhow::ensure!((0.0..=1.0).contains(&eta), "η must be in [0, 1], got {eta}");
+        }
+        anyhow::ensure!(
+            self.samples >= 1,
+            "samples must be at least 1, got {}",
+            self.samples
+        );
+        Ok(())
+    }
+}
+
 /// A reconstructed batch of slices in output units (HU or MR magnitude).
 pub struct Reconstruction {
     /// Posterior mean `[B, 1, H, W]`.
@@ -368,7 +394,7 @@ pub fn reconstruct_dps(
         prior.card.name,
         prior.card.channels
     );
-    anyhow::ensure!(settings.samples >= 1, "samples must be at least 1");
+    settings.check(prior.schedule.len())?;
     let b = problem.y.size()[0];
     let n = settings.samples;
     let [h, w] = problem.image_size;

@@ -126,3 +126,56 @@ fn torn_checkpoint_is_detected() {
         "{err}"
     );
 }
+
+/// A checkpoint continues only with the network and the units it was made with:
+/// another architecture or intensity range is refused, naming the field (before,
+/// another architecture panicked inside libtorch, and another unit went on
+/// training the same weights on other data under a card for that unit). A
+/// checkpoint from before these were recorded is still checked by its tensors.
+#[test]
+fn checkpoint_for_another_network_or_unit_is_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
+    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
+    let error = |cfg: &TrainConfig| {
+        format!(
+            "{:#}",
+            train(cfg, &data, &mut |_, _| {})
+                .err()
+                .expect("must be refused")
+        )
+    };
+
+    let mut wider = config(dir.path(), 4);
+    wider.architecture.base_channels = 16;
+    let err = error(&wider);
+    assert!(
+        err.contains("checkpoint.json: checkpoint was made with architecture")
+            && err.contains("\"base_channels\":8")
+            && err.contains("(--arch)"),
+        "{err}"
+    );
+    let mut hu = config(dir.path(), 4);
+    (hu.intensity.unit, hu.intensity.physical_min) = ("HU".into(), -1000.0);
+    let err = error(&hu);
+    assert!(
+        err.contains("checkpoint was made for MR in [0, 1], not HU in [-1000, 1]"),
+        "{err}"
+    );
+
+    // The checkpoint.json of earlier versions: step, seconds, loss and seed only.
+    let info = dir.path().join("checkpoint.json");
+    let mut old: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
+    old.retain(|k, _| ["step", "seconds", "last_loss", "seed"].contains(&k.as_str()));
+    std::fs::write(&info, serde_json::to_string(&old).unwrap()).unwrap();
+    let err = error(&wider);
+    assert!(
+        err.contains("the checkpoint's model tensors do not fit the network")
+            && err.contains("of another shape (conv_in.bias [8] (network [16])"),
+        "{err}"
+    );
+    let resumed = train(&config(dir.path(), 4), &data, &mut |_, _| {}).unwrap();
+    assert_eq!(resumed.step, 4);
+}

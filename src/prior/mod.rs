@@ -54,49 +54,12 @@ impl UNetPrior {
             .into_iter()
             .collect();
         let vars: BTreeMap<String, Tensor> = prior.vs.variables().into_iter().collect();
-        let missing: Vec<&String> = vars.keys().filter(|k| !stored.contains_key(*k)).collect();
-        let unused: Vec<&String> = stored.keys().filter(|k| !vars.contains_key(*k)).collect();
-        let reshaped: Vec<String> = vars
-            .iter()
-            .filter_map(|(k, v)| {
-                let s = stored.get(k)?;
-                (s.size() != v.size())
-                    .then(|| format!("{k} {:?} (network {:?})", s.size(), v.size()))
-            })
-            .collect();
-        let mut problems = Vec::new();
-        for (what, names) in [
-            (
-                "missing",
-                missing.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            ),
-            (
-                "not in the network",
-                unused.iter().map(|s| s.to_string()).collect(),
-            ),
-            ("of another shape", reshaped),
-        ] {
-            if !names.is_empty() {
-                let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
-                let more = names.len().saturating_sub(3);
-                let more = if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                };
-                problems.push(format!(
-                    "{} {what} ({}{more})",
-                    names.len(),
-                    shown.join(", ")
-                ));
-            }
+        if let Some(misfit) = misfit(&shapes(&vars), &shapes(&stored)) {
+            anyhow::bail!(
+                "{}: the weights do not fit the card's architecture: tensors {misfit}",
+                weights.display()
+            );
         }
-        anyhow::ensure!(
-            problems.is_empty(),
-            "{}: the weights do not fit the card's architecture: tensors {}",
-            weights.display(),
-            problems.join("; ")
-        );
         tch::no_grad(|| {
             for (k, v) in &vars {
                 v.shallow_clone().copy_(&stored[k]);
@@ -105,6 +68,62 @@ impl UNetPrior {
         prior.vs.freeze();
         Ok(prior)
     }
+}
+
+/// The shape of each named tensor.
+pub(crate) fn shapes<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+) -> BTreeMap<String, Vec<i64>> {
+    tensors
+        .into_iter()
+        .map(|(k, t)| (k.clone(), t.size()))
+        .collect()
+}
+
+/// How the named tensor shapes `stored` differ from those a network has
+/// (`expected`): how many are missing, not in the network or of another shape,
+/// with the first three of each; `None` when they fit.
+pub(crate) fn misfit(
+    expected: &BTreeMap<String, Vec<i64>>,
+    stored: &BTreeMap<String, Vec<i64>>,
+) -> Option<String> {
+    let missing = expected
+        .keys()
+        .filter(|k| !stored.contains_key(*k))
+        .cloned()
+        .collect();
+    let unused = stored
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .cloned()
+        .collect();
+    let reshaped = expected
+        .iter()
+        .filter_map(|(k, e)| {
+            let s = stored.get(k)?;
+            (s != e).then(|| format!("{k} {s:?} (network {e:?})"))
+        })
+        .collect();
+    let problems: Vec<String> = [
+        ("missing", missing),
+        ("not in the network", unused),
+        ("of another shape", reshaped),
+    ]
+    .into_iter()
+    .filter(|(_, names): &(_, Vec<String>)| !names.is_empty())
+    .map(|(what, names)| {
+        let more = match names.len() {
+            n if n > 3 => format!(" and {} more", n - 3),
+            _ => String::new(),
+        };
+        format!(
+            "{} {what} ({}{more})",
+            names.len(),
+            names[..names.len().min(3)].join(", ")
+        )
+    })
+    .collect();
+    (!problems.is_empty()).then(|| problems.join("; "))
 }
 
 impl EpsModel for UNetPrior {

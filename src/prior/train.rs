@@ -72,6 +72,68 @@ struct CheckpointInfo {
     seconds: f64,
     last_loss: f64,
     seed: u64,
+    /// What the weights mean, which a resumed run must share. Absent from
+    /// checkpoints written before they were recorded (the tensors' names and
+    /// shapes are checked against the network in any case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    architecture: Option<UNetConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<BetaSchedule>,
+    /// Unit and physical range (the percentile of MR cards is made at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    intensity: Option<IntensityMap>,
+}
+
+impl CheckpointInfo {
+    /// Fails unless a run with `cfg` can continue this checkpoint: the same seed,
+    /// and, where recorded, the same architecture, schedule, unit and range.
+    fn check_resumable(&self, cfg: &TrainConfig) -> Result<(), String> {
+        fn json(v: &impl Serialize) -> String {
+            serde_json::to_string(v).unwrap_or_default()
+        }
+        if self.seed != cfg.seed {
+            return Err(format!(
+                "checkpoint was made with seed {}, not {}",
+                self.seed, cfg.seed
+            ));
+        }
+        if let Some(a) = self
+            .architecture
+            .as_ref()
+            .filter(|a| **a != cfg.architecture)
+        {
+            return Err(format!(
+                "checkpoint was made with architecture {}, not {} (--arch)",
+                json(a),
+                json(&cfg.architecture)
+            ));
+        }
+        if let Some(s) = self.schedule.as_ref().filter(|s| **s != cfg.schedule) {
+            return Err(format!(
+                "checkpoint was made with schedule {}, not {}",
+                json(s),
+                json(&cfg.schedule)
+            ));
+        }
+        let range = |i: &IntensityMap| (i.unit.clone(), i.physical_min, i.physical_max);
+        if let Some(i) = self
+            .intensity
+            .as_ref()
+            .filter(|i| range(i) != range(&cfg.intensity))
+        {
+            return Err(format!(
+                "checkpoint was made for {} in [{}, {}], not {} in [{}, {}] (--data, \
+                 --intensity-range)",
+                i.unit,
+                i.physical_min,
+                i.physical_max,
+                cfg.intensity.unit,
+                cfg.intensity.physical_min,
+                cfg.intensity.physical_max
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Adam (Kingma & Ba) with bias correction, β = (0.9, 0.999), ε = 1e-8, and
@@ -184,14 +246,27 @@ pub fn train(
     let (mut step, mut seconds, mut last_loss) = (0u64, 0f64, f64::NAN);
     if files.info.exists() {
         let info = files.read_info()?;
-        anyhow::ensure!(
-            info.seed == cfg.seed,
-            "{}: checkpoint was made with seed {}, not {}",
-            files.info.display(),
-            info.seed,
-            cfg.seed
-        );
+        info.check_resumable(cfg)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", files.info.display()))?;
         let stored = files.read_tensors(info.step)?;
+        let expected = super::shapes(vs.variables().iter());
+        for prefix in ["model", "ema", "adam_m", "adam_v"] {
+            let found: BTreeMap<String, Vec<i64>> = stored
+                .iter()
+                .filter_map(|(k, t)| {
+                    Some((
+                        k.strip_prefix(prefix)?.strip_prefix('/')?.to_string(),
+                        t.size(),
+                    ))
+                })
+                .collect();
+            if let Some(misfit) = super::misfit(&expected, &found) {
+                anyhow::bail!(
+                    "{}: the checkpoint's {prefix} tensors do not fit the network (--arch): {misfit}",
+                    cfg.out_dir.display()
+                );
+            }
+        }
         let get = |prefix: &str, name: &str| -> anyhow::Result<Tensor> {
             stored
                 .get(&format!("{prefix}/{name}"))
@@ -272,6 +347,12 @@ pub fn train(
                 seconds: seconds + started.elapsed().as_secs_f64(),
                 last_loss,
                 seed: cfg.seed,
+                architecture: Some(cfg.architecture.clone()),
+                schedule: Some(cfg.schedule.clone()),
+                intensity: Some(IntensityMap {
+                    reference_p999: None,
+                    ..cfg.intensity.clone()
+                }),
             };
             files.save(&names, &params, &ema, &adam, &info)?;
         }

@@ -515,6 +515,13 @@ fn validate_refuses_what_does_not_fit() {
         assert!(stderr.contains(message), "{extra:?}: {stderr}");
         assert!(!out.exists(), "{extra:?}");
     }
+    // A ζ that makes the chain diverge is named as the cause (before, the report
+    // gave NaN dB for DPS, and `run` failed writing a NaN pixel).
+    let stderr = refused(&run(&["--zeta", "1e30"], &dir.path().join("j")));
+    assert!(
+        stderr.contains("DPS: the chain diverged (non-finite values): ζ = 1e30 is too large"),
+        "{stderr}"
+    );
 }
 
 /// `--mri-scale auto` maps each slice's CG-SENSE 99.9th percentile to the card's

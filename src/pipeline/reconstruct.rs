@@ -464,6 +464,12 @@ pub fn reconstruct_dps(
         &mut |i, _| progress(total - i, total),
     );
     let _guard = tch::no_grad_guard();
+    anyhow::ensure!(
+        x0.isfinite().all().int64_value(&[]) == 1,
+        "the chain diverged (non-finite values): ζ = {:?} is too large for these data; \
+         lower it (sampler.zeta, --zeta)",
+        settings.zeta
+    );
     let scale = if problem.modality == Modality::Mri {
         mri_scale
     } else {

@@ -111,3 +111,40 @@ fn records_the_reference_percentile_of_mr_training_images() {
         .expect("MR cards carry reference_p999");
     assert!((r - 0.8).abs() < 1e-5, "reference_p999 {r}");
 }
+
+/// Values that cannot train are refused when parsed, before any file is written
+/// (before, --size 0 and --batch-size 0 panicked inside libtorch, --checkpoint-every
+/// 0 divided by zero, and --steps 0 or --lr nan wrote a model card with a null
+/// loss that no command could read).
+#[test]
+fn options_that_cannot_train_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prior");
+    for (option, value, message) in [
+        ("--size", "0", "0 is not in 8..=4096"),
+        ("--batch-size", "0", "must be an integer ≥ 1, got 0"),
+        ("--steps", "0", "must be an integer ≥ 1, got 0"),
+        ("--checkpoint-every", "0", "must be an integer ≥ 1, got 0"),
+        ("--log-every", "0", "must be an integer ≥ 1, got 0"),
+        ("--lr", "nan", "must be a finite number > 0, got nan"),
+        ("--lr", "-1e-3", "must be a finite number > 0, got -1e-3"),
+        ("--ema", "1", "must be a number in [0, 1), got 1"),
+        ("--nifti-scale", "0", "must be a finite number > 0, got 0"),
+        ("--min-foreground", "2", "must be a number in [0, 1], got 2"),
+    ] {
+        let result = bin()
+            .args(["train", "--data", "phantoms:mr", "--name", "t", "-o"])
+            .arg(&out)
+            .arg(format!("{option}={value}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{option} {value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{option}"))
+                && stderr.contains(message),
+            "{option} {value}: {stderr}"
+        );
+        assert!(!out.exists(), "{option} {value}");
+    }
+}

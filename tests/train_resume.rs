@@ -179,3 +179,28 @@ fn checkpoint_for_another_network_or_unit_is_refused() {
     let resumed = train(&config(dir.path(), 4), &data, &mut |_, _| {}).unwrap();
     assert_eq!(resumed.step, 4);
 }
+
+/// A loss that turns non-finite stops training before the update, naming the step
+/// and the checkpoint to resume from, which still resumes (with a usable rate).
+#[test]
+fn diverging_training_stops_and_its_checkpoint_resumes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
+    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
+    let mut wild = config(dir.path(), 8);
+    wild.learning_rate = 1e30;
+    let err = train(&wild, &data, &mut |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("the loss is") && err.contains("the last checkpoint, of step"),
+        "{err}"
+    );
+    let resumed = train(&config(dir.path(), 8), &data, &mut |_, _| {}).unwrap();
+    assert_eq!(resumed.step, 8);
+    assert!(resumed.final_loss.is_finite());
+    let card = ModelCard::read(&resumed.card_path).unwrap();
+    assert!(card.training.unwrap().final_loss.is_finite());
+}

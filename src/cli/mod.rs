@@ -91,6 +91,22 @@ fn count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, 
     }
 }
 
+/// A finite number > 0.
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("must be a finite number > 0, got {text}")),
+    }
+}
+
+/// A number in [0, 1].
+fn unit_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be a number in [0, 1], got {text}")),
+    }
+}
+
 /// Writes `text` to standard output; a reader that has gone away (`| head`) is not
 /// an error, since the work is already done and written.
 fn write_stdout(text: &str) -> anyhow::Result<()> {

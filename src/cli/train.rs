@@ -29,10 +29,10 @@ pub struct Args {
     exclude_z: Vec<(i64, i64)>,
     /// With nifti data: skip slices where less than this fraction of pixels exceeds
     /// 5 % of the volume's maximum (empty slices above the head).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = super::unit_interval)]
     min_foreground: f64,
     /// With nifti data: the value that maps to physical 1.0 (e.g. 255 for uint8).
-    #[arg(long, default_value_t = 255.0)]
+    #[arg(long, default_value_t = 255.0, value_parser = super::positive)]
     nifti_scale: f64,
     /// Output folder (checkpoints, loss log, weights and model card).
     #[arg(long, short)]
@@ -42,25 +42,27 @@ pub struct Args {
     name: String,
     #[arg(long, default_value = "")]
     description: String,
-    /// Training image size (pixels, square).
-    #[arg(long, default_value_t = 128)]
+    /// Training image size (pixels, square), 8…4096.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(i64).range(8..=4096))]
     size: i64,
     #[arg(long, value_enum, default_value_t = Arch::Small)]
     arch: Arch,
     /// Total optimisation steps (a resumed run continues up to this number).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = super::count::<u64>)]
     steps: u64,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::count::<i64>)]
     batch_size: i64,
-    #[arg(long, default_value_t = 2e-4)]
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 2e-4, value_parser = super::positive)]
     lr: f64,
-    #[arg(long, default_value_t = 0.999)]
+    /// Decay of the EMA weights per step, in [0, 1).
+    #[arg(long, default_value_t = 0.999, value_parser = ema_decay)]
     ema: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = super::count::<u64>)]
     checkpoint_every: u64,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = super::count::<u64>)]
     log_every: u64,
     /// Physical value range mapped to the model's [−1, 1], `MIN,MAX`
     /// (default: 0,1 for MR data, −1000,1500 HU for CT phantoms).
@@ -84,6 +86,14 @@ fn shell_quote(arg: &str) -> String {
         arg.to_string()
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// `--ema`: a number in [0, 1).
+fn ema_decay(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be a number in [0, 1), got {text}")),
     }
 }
 

@@ -43,7 +43,7 @@ pub struct Args {
     /// ≥ 500 steps, else 16; CT line integrals with ramp guidance 12 / 24, with plain
     /// guidance 0.3 / 2; CT counts with ramp:C guidance (C > 0) 0.175 / 0.25, with
     /// bare ramp guidance 0.25 / 0.5, with plain guidance none (give --zeta)].
-    #[arg(long, value_parser = positive)]
+    #[arg(long, value_parser = super::positive)]
     pub zeta: Option<f64>,
 
     /// What the guidance measures: plain (Algorithm 1's ‖y − A x̂₀‖) or ramp (CT:
@@ -69,7 +69,7 @@ pub struct Args {
     pub refine: Option<Refine>,
 
     /// DDIM with this η in [0, 1] (default: the ancestral DDPM step).
-    #[arg(long, value_parser = unit_interval)]
+    #[arg(long, value_parser = super::unit_interval)]
     pub eta: Option<f64>,
 
     /// Posterior samples per slice (mean and standard deviation over them).
@@ -224,22 +224,6 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     );
     write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `--zeta`: a finite number > 0.
-fn positive(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("must be a finite number > 0, got {text}")),
-    }
-}
-
-/// `--eta`: a number in [0, 1].
-fn unit_interval(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("must be a number in [0, 1], got {text}")),
-    }
 }
 
 /// From this many steps on, `validate`'s defaults are those of the full

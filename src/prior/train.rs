@@ -204,6 +204,26 @@ pub fn train(
 ) -> anyhow::Result<TrainSummary> {
     cfg.architecture.check().map_err(anyhow::Error::msg)?;
     cfg.schedule.check().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        cfg.image_size >= 1 && cfg.batch_size >= 1,
+        "image size ({}) and batch size ({}) must be ≥ 1",
+        cfg.image_size,
+        cfg.batch_size
+    );
+    anyhow::ensure!(
+        cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0,
+        "learning rate {} must be a finite number > 0",
+        cfg.learning_rate
+    );
+    anyhow::ensure!(
+        (0.0..1.0).contains(&cfg.ema_decay),
+        "EMA decay {} must lie in [0, 1)",
+        cfg.ema_decay
+    );
+    anyhow::ensure!(
+        cfg.checkpoint_every >= 1 && cfg.log_every >= 1,
+        "checkpoint and log intervals must be ≥ 1"
+    );
     std::fs::create_dir_all(&cfg.out_dir)
         .with_context(|| format!("{}: cannot create output folder", cfg.out_dir.display()))?;
     if let TrainingData::Images(images) = data {
@@ -244,6 +264,7 @@ pub fn train(
 
     let files = CheckpointFiles::in_dir(&cfg.out_dir);
     let (mut step, mut seconds, mut last_loss) = (0u64, 0f64, f64::NAN);
+    let mut saved = None;
     if files.info.exists() {
         let info = files.read_info()?;
         info.check_resumable(cfg)
@@ -283,6 +304,7 @@ pub fn train(
             Ok(())
         })?;
         (step, seconds, last_loss) = (info.step, info.seconds, info.last_loss);
+        saved = Some(step);
         tracing::info!(step, "resumed from {}", files.info.display());
     }
 
@@ -321,6 +343,18 @@ pub fn train(
             .square()
             .mean(Kind::Float);
         loss.backward();
+        let value = loss.double_value(&[]);
+        // Stop before the update, so that the last checkpoint stays usable.
+        anyhow::ensure!(
+            value.is_finite(),
+            "step {}: the loss is {value} (training diverged, or the data hold \
+             non-finite values); {}",
+            step + 1,
+            match saved {
+                Some(s) => format!("the last checkpoint, of step {s}, resumes with a lower --lr"),
+                None => "no checkpoint was written; rerun with a lower --lr".into(),
+            }
+        );
         step += 1;
         adam.step(&mut params, step);
         let decay = ema_decay(cfg.ema_decay, step);
@@ -333,7 +367,7 @@ pub fn train(
             }
         });
 
-        window.0 += loss.double_value(&[]);
+        window.0 += value;
         window.1 += 1;
         if step % cfg.log_every == 0 || step == cfg.steps {
             last_loss = window.0 / window.1 as f64;
@@ -355,6 +389,7 @@ pub fn train(
                 }),
             };
             files.save(&names, &params, &ema, &adam, &info)?;
+            saved = Some(step);
         }
     }
     seconds += started.elapsed().as_secs_f64();

@@ -138,3 +138,33 @@ fn a_module_that_cannot_run_is_refused_at_load() {
         assert!(err.contains("eps.pt") && err.contains(reason), "{err}");
     }
 }
+
+/// A module written for its training size is refused at another size by
+/// `check_size`, which the pipeline calls before sampling (before, the first
+/// network call of the chain panicked); a size-agnostic module passes.
+#[test]
+fn a_module_fixed_to_its_size_is_refused_at_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = export(
+        dir.path(),
+        "import sys, torch\n\
+         class Eps(torch.nn.Module):\n\
+         \x20   def __init__(self):\n\
+         \x20       super().__init__()\n\
+         \x20       self.lin = torch.nn.Linear(16, 16)\n\
+         \x20   def forward(self, x, t):\n\
+         \x20       return self.lin(x.flatten(1)).view(x.shape) * 0.0\n\
+         torch.jit.script(Eps()).save(sys.argv[1])\n",
+    );
+    let prior = Prior::load(&card, Device::Cpu).unwrap();
+    prior.model.check_size(4, 4).unwrap();
+    let err = format!("{:#}", prior.model.check_size(8, 8).unwrap_err());
+    assert!(
+        err.contains("eps.pt: the TorchScript module does not run on 8 × 8 images"),
+        "{err}"
+    );
+
+    let agnostic = tempfile::tempdir().unwrap();
+    let prior = Prior::load(&export(agnostic.path(), TRACE), Device::Cpu).unwrap();
+    prior.model.check_size(6, 5).unwrap();
+}

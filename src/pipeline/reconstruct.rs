@@ -398,6 +398,7 @@ pub fn reconstruct_dps(
     let b = problem.y.size()[0];
     let n = settings.samples;
     let [h, w] = problem.image_size;
+    prior.model.check_size(h, w)?;
     let parts = if problem.modality == Modality::Mri {
         2
     } else {

@@ -23,6 +23,13 @@ pub trait EpsModel {
     /// `x`: f32 `[B, C, H, W]` in the model's range; `t`: i64 `[B]` timesteps of the
     /// original schedule. Returns ε̂ of the shape of `x`; differentiable w.r.t. `x`.
     fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor;
+
+    /// Fails, saying why, unless the model runs on `channels × h × w` images (a
+    /// module written for its training size may not). The built-in UNet is fully
+    /// convolutional and runs at any size.
+    fn check_size(&self, _h: i64, _w: i64) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// The built-in UNet with its (frozen) variables.

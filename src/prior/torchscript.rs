@@ -1,7 +1,7 @@
 //! Priors trained elsewhere (e.g. PyTorch guided-diffusion), exported to TorchScript.
 //! See docs/priors.md for the export recipe.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
@@ -13,6 +13,9 @@ use super::EpsModel;
 pub struct TorchScriptPrior {
     module: CModule,
     channels: i64,
+    /// The module's file, for errors.
+    path: PathBuf,
+    device: Device,
 }
 
 impl TorchScriptPrior {
@@ -35,7 +38,12 @@ impl TorchScriptPrior {
         for (_, p) in module.named_parameters()? {
             let _ = p.set_requires_grad(false);
         }
-        let prior = Self { module, channels };
+        let prior = Self {
+            module,
+            channels,
+            path: path.to_path_buf(),
+            device,
+        };
         let shape = [2, channels, image_size, image_size];
         let x = Tensor::zeros(shape, (Kind::Float, device));
         let t = Tensor::from_slice(&[0, last_t]).to_device(device);
@@ -94,10 +102,23 @@ impl TorchScriptPrior {
 
 impl EpsModel for TorchScriptPrior {
     fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        // The module ran on this device at load; a failure now is a fault of the
-        // module at other sizes.
+        // The module ran at load and at the data's size (`check_size`, which the
+        // pipeline calls before sampling); a failure now is a fault of the module.
         self.output(x, t)
             .and_then(|out| self.eps_of(&out, x))
             .unwrap_or_else(|e| panic!("TorchScript prior: {e}"))
+    }
+
+    fn check_size(&self, h: i64, w: i64) -> anyhow::Result<()> {
+        let x = Tensor::zeros([1, self.channels, h, w], (Kind::Float, self.device));
+        let t = Tensor::from_slice(&[0i64]).to_device(self.device);
+        tch::no_grad(|| self.output(&x, &t).and_then(|out| self.eps_of(&out, &x)))
+            .map(|_| ())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: the TorchScript module does not run on {h} × {w} images: {e}",
+                    self.path.display()
+                )
+            })
     }
 }

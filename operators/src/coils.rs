@@ -24,6 +24,8 @@ pub enum CoilError {
     Shape { kspace: Vec<i64>, mask: Vec<i64> },
     #[error("the mask has no fully sampled region around the k-space centre")]
     NoCalibration,
+    #[error("the calibration region holds no signal (all zero)")]
+    NoSignal,
 }
 
 /// Simulated sensitivities of `num_coils` small loops evenly spaced on a ring around
@@ -109,9 +111,15 @@ pub fn estimate_from_acs(
         window(h as usize, rows).view([1, h, 1]) * window(w as usize, cols).view([1, 1, w]);
     let images = ifft2c(&(to_complex(kspace).to_kind(Kind::ComplexFloat) * window));
     let rss = root_sum_of_squares(&images, 0);
-    let floor = threshold * rss.max().double_value(&[]);
-    let support = rss.ge(floor.max(f64::MIN_POSITIVE));
-    let inverse = rss.clamp_min(f64::MIN_POSITIVE).reciprocal() * support;
+    let max = rss.max().double_value(&[]);
+    if max <= 0.0 {
+        return Err(CoilError::NoSignal);
+    }
+    // Floors representable in f32: f64::MIN_POSITIVE rounds to 0 there, whose
+    // reciprocal would turn the zero images outside the support into NaN.
+    let tiny = f64::from(f32::MIN_POSITIVE);
+    let support = rss.ge((threshold * max).max(tiny));
+    let inverse = rss.clamp_min(tiny).reciprocal() * support;
     Ok(images * inverse.unsqueeze(0))
 }
 

@@ -417,6 +417,14 @@ fn acs_sensitivity_estimate_matches_the_truth_inside_the_object() {
     let no_centre = Tensor::zeros([h as i64, w as i64], (Kind::Float, CPU));
     let kspace = Tensor::zeros([8, h as i64, w as i64], (Kind::ComplexFloat, CPU));
     assert!(estimate_from_acs(&kspace, &no_centre, 0.05).is_err());
+    // An empty slice (all-zero k-space) has no sensitivities to estimate; before,
+    // the maps came out NaN (0 · 1/0) and sampling failed far from the cause.
+    let mask = equispaced_lines(h, w, 3.0, 0.16, 1).unwrap();
+    let err = estimate_from_acs(&kspace, &mask, 0.05).unwrap_err();
+    assert!(
+        matches!(err, dps_operators::coils::CoilError::NoSignal),
+        "{err}"
+    );
 }
 
 #[test]

@@ -211,6 +211,11 @@ fn options_that_do_not_fit_are_refused() {
         "--modality mr|ct is required",
     );
     usage_error(&simulate(&["-o", o]), "--source is required");
+    // Before, 1e300 photons panicked in the Poisson draw (an infinite f32 rate).
+    usage_error(
+        &simulate(&["--source", "shepp-logan-hu", "--counts", "1e300", "-o", o]),
+        "blank-scan counts 1e300 must be > 0 and ≤ 1e12",
+    );
     usage_error(
         &simulate(&["--source", "ellipses-ct:x", "-o", o]),
         "seeds must be integers",

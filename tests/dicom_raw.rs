@@ -326,6 +326,26 @@ fn contract_violations_are_explained() {
         err.to_string(),
         "invalid (0071,1011) ViewAngles: has VR FL, expected FD"
     );
+    // Positive quantities must lie where f32 operators keep them normal: a detector
+    // spacing of 1e-300 mm passed before and crashed FBP (a NaN index), blank-scan
+    // counts of 1e300 sent the sampler to inf.
+    for (tag, value, shown) in [
+        (0x1012, 1e-300, "(0071,1012) DetectorSpacing"),
+        (0x1017, 1e300, "(0071,1017) BlankScanCounts"),
+        (0x1018, 1e-7, "(0071,1018) WaterAttenuation"),
+    ] {
+        let err = reject_after(ct_fan_counts(4, 4), |obj| {
+            obj.put(DataElement::new(
+                Tag(0x0071, tag),
+                VR::FD,
+                PrimitiveValue::F64(vec![value].into()),
+            ));
+        });
+        assert_eq!(
+            err.to_string(),
+            format!("invalid {shown}: must be a number in 1e-6…1e12 (> 0), is {value:e}")
+        );
+    }
 }
 
 #[test]

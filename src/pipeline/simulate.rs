@@ -44,6 +44,7 @@ use crate::dicom::{
     read_series, scan_folder, write_raw, write_series, CtDataType, CtGeometry as RawGeometry,
     CtSinogram, FileKind, ImageModality, ImageRole, InstanceContext, Measurement, MriKspace,
     OutputSlice, Plane, RawMeasurement, ReadLimits, SeriesSpec, Window, WrittenSeries,
+    POSITIVE_RANGE,
 };
 use crate::phantom::{self, PhantomStyle, MU_WATER_70KEV_PER_MM};
 use crate::volume::{square_resample, Volume};
@@ -905,8 +906,10 @@ fn measure_ct(
             "noise sigma {sigma} must be ≥ 0"
         ),
         CtNoise::Counts { blank_scan_counts } => ensure!(
-            blank_scan_counts.is_finite() && blank_scan_counts > 0.0,
-            "blank-scan counts {blank_scan_counts} must be > 0"
+            blank_scan_counts > 0.0 && blank_scan_counts <= *POSITIVE_RANGE.end(),
+            "blank-scan counts {blank_scan_counts:e} must be > 0 and ≤ {:e} (the raw \
+             profile's limit)",
+            POSITIVE_RANGE.end()
         ),
     }
     let n = truth[0].image.size()[0];

@@ -29,11 +29,25 @@ fn check_finite<T: Copy + Into<f64>>(values: &[T], e: &PrivateElement) -> Result
     }
 }
 
+/// The range of the positive quantities of the profile (lengths in mm, angles in
+/// degrees, counts, attenuation in 1/mm): wide enough for any measurement, and
+/// narrow enough that their squares and reciprocals stay normal f32 numbers in
+/// the operators.
+pub const POSITIVE_RANGE: std::ops::RangeInclusive<f64> = 1e-6..=1e12;
+
 fn check_positive(x: f64, e: &PrivateElement) -> Result<(), DicomError> {
-    if x.is_finite() && x > 0.0 {
+    if POSITIVE_RANGE.contains(&x) {
         Ok(())
     } else {
-        Err(invalid(e, format!("must be a finite number > 0, is {x}")))
+        // Far from 1, a plain decimal would run to hundreds of digits.
+        let shown = match x.abs() {
+            a if (1e-4..1e15).contains(&a) => format!("{x}"),
+            _ => format!("{x:e}"),
+        };
+        Err(invalid(
+            e,
+            format!("must be a number in 1e-6…1e12 (> 0), is {shown}"),
+        ))
     }
 }
 

@@ -477,7 +477,10 @@ fn validate_refuses_what_does_not_fit() {
         residual(&after)
     );
     let stderr = refused(&run(&["--refine", "lowpass:0"], &dir.path().join("h")));
-    assert!(stderr.contains("SIGMA_PX > 0"), "{stderr}");
+    assert!(stderr.contains("SIGMA_PX in 0.01…1000"), "{stderr}");
+    // Before, σ = 1e19 px panicked building the kernel, 1e5 px aborted allocating it.
+    let stderr = refused(&run(&["--refine", "lowpass:1e19"], &dir.path().join("h2")));
+    assert!(stderr.contains("SIGMA_PX in 0.01…1000"), "{stderr}");
 
     // Sampler settings out of range are refused before anything is written
     // (before, --zeta nan and --eta 2 ran, and --steps 2000 ran 1000 steps).

@@ -122,7 +122,7 @@ impl std::str::FromStr for Refine {
         let bad = || {
             format!(
                 "unknown refinement {s:?}: expected none, lowpass, lowpass:SIGMA_PX or \
-                 lowpass:SIGMA_PX:ITERATIONS (SIGMA_PX > 0, ITERATIONS ≥ 1)"
+                 lowpass:SIGMA_PX:ITERATIONS (SIGMA_PX in 0.01…1000, ITERATIONS ≥ 1)"
             )
         };
         let mut parts = s.split(':');
@@ -137,7 +137,8 @@ impl std::str::FromStr for Refine {
                     Some(n) => n.parse::<usize>().map_err(|_| bad())?,
                     None => LOWPASS_DEFAULT.iterations,
                 };
-                if !(sigma_px > 0.0 && sigma_px.is_finite()) || iterations == 0 {
+                // σ sizes a Gaussian kernel of 6σ + 1 taps, and its square divides.
+                if !(0.01..=1000.0).contains(&sigma_px) || iterations == 0 {
                     return Err(bad());
                 }
                 Ok(Self::Lowpass(LowpassOptions {

@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use dps_recon::dicom::{read_series, scan_folder, ReadLimits};
 use dps_recon::phantom::{PhantomFamily, PhantomStyle};
 use dps_recon::prior::train::{train, TrainConfig, TrainingData};
-use dps_recon::prior::{BetaSchedule, IntensityMap, UNetConfig};
+use dps_recon::prior::{intensity, BetaSchedule, IntensityMap, UNetConfig};
 use dps_recon::volume::{square_resample, Volume};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::Tensor;
@@ -334,12 +334,8 @@ fn load_dicom(
             })
             .collect();
         let scale = if m == "MR" {
-            let all = Tensor::stack(&frames, 0)
-                .flatten(0, -1)
-                .to_kind(tch::Kind::Double);
-            let q = all
-                .quantile_scalar(0.999, None, false, "linear")
-                .double_value(&[]);
+            let all = Tensor::stack(&frames, 0).flatten(0, -1).unsqueeze(0);
+            let q = intensity::p999_each(&all)[0];
             anyhow::ensure!(
                 q > 0.0,
                 "{dir}: series {} is empty",

@@ -211,6 +211,22 @@ fn options_that_do_not_fit_are_refused() {
         "--modality mr|ct is required",
     );
     usage_error(&simulate(&["-o", o]), "--source is required");
+    // Before, 'a\b' was written as 'a/b' and longer values were cut to 16.
+    usage_error(
+        &simulate(&["--source", "shepp-logan", "--body-part", "head", "-o", o]),
+        "\"head\" is not a DICOM code string",
+    );
+    usage_error(
+        &simulate(&[
+            "--source",
+            "shepp-logan",
+            "--body-part",
+            "ABDOMENPELVISCHEST",
+            "-o",
+            o,
+        ]),
+        "at most 16 of A–Z, 0–9, space and _",
+    );
     // Before, 1e300 photons panicked in the Poisson draw (an infinite f32 rate).
     usage_error(
         &simulate(&["--source", "shepp-logan-hu", "--counts", "1e300", "-o", o]),

@@ -47,9 +47,10 @@ pub struct SimulationArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// BodyPartExamined of the simulated series, e.g. HEAD [default: HEAD for the
-    /// Shepp–Logan phantoms, the source series' for dicom sources, none otherwise].
-    #[arg(long)]
+    /// BodyPartExamined of the simulated series, e.g. HEAD (a DICOM code string: at
+    /// most 16 of A–Z, 0–9, space and _) [default: HEAD for the Shepp–Logan
+    /// phantoms, the source series' for dicom sources, none otherwise].
+    #[arg(long, value_parser = code_string)]
     pub body_part: Option<String>,
 
     /// Gaussian noise σ per real component: of each acquired MR k-space sample
@@ -268,4 +269,17 @@ pub fn run(_ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         written.parameters_file.display()
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A DICOM code string (CS) as given: 1 to 16 of A–Z, 0–9, space and _ (the
+/// writer would otherwise cut or replace characters without saying so).
+fn code_string(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == ' ' || c == '_';
+    if (1..=16).contains(&text.len()) && text.chars().all(allowed) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a DICOM code string: at most 16 of A–Z, 0–9, space and _"
+        ))
+    }
 }

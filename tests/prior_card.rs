@@ -228,3 +228,20 @@ fn shipped_cards_pass_the_checks() {
         Prior::load(&path, Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     }
 }
+
+/// DPS here takes one-channel priors; `validate` and `run` ask the card before
+/// they write anything (validate used to write the simulated case first).
+#[test]
+fn priors_with_more_channels_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (card, _, _) = tiny_prior(dir.path());
+    assert!(card.ensure_one_channel().is_ok());
+    let two = ModelCard {
+        channels: 2,
+        ..card
+    };
+    assert_eq!(
+        two.ensure_one_channel().unwrap_err().to_string(),
+        "prior tiny has 2 channels; only 1-channel priors are supported"
+    );
+}

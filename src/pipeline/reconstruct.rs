@@ -389,12 +389,7 @@ pub fn reconstruct_dps(
     mri_scale: f64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Reconstruction> {
-    anyhow::ensure!(
-        prior.card.channels == 1,
-        "prior {} has {} channels; only 1-channel priors are supported",
-        prior.card.name,
-        prior.card.channels
-    );
+    prior.card.ensure_one_channel()?;
     settings.check(prior.schedule.len())?;
     let b = problem.y.size()[0];
     let n = settings.samples;

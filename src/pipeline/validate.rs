@@ -346,8 +346,10 @@ pub struct Validation {
     pub slices: Vec<SliceResult>,
 }
 
-/// Fails unless the prior is for `modality`: intensity unit `MR` or `HU`.
+/// Fails unless the prior is for `modality` (intensity unit `MR` or `HU`) and
+/// one-channel, as DPS here needs.
 pub fn check_prior(prior: &Prior, modality: ImageModality) -> anyhow::Result<()> {
+    prior.card.ensure_one_channel()?;
     let unit = match modality {
         ImageModality::Mr => "MR",
         ImageModality::Ct => "HU",

@@ -117,6 +117,18 @@ impl ModelCard {
             .map_err(|e| anyhow::anyhow!("{}: cannot write model card: {e}", path.display()))
     }
 
+    /// Fails unless the prior sees one-channel images, as DPS here needs (complex
+    /// MR images go through it as two real images).
+    pub fn ensure_one_channel(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.channels == 1,
+            "prior {} has {} channels; only 1-channel priors are supported",
+            self.name,
+            self.channels
+        );
+        Ok(())
+    }
+
     /// The weights file of a card read from `card_path`.
     pub fn weights_path(&self, card_path: &Path) -> PathBuf {
         card_path

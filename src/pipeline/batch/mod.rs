@@ -97,12 +97,8 @@ impl Recipe {
             preset.modality.dicom(),
             preset.modality.prior_unit()
         );
-        anyhow::ensure!(
-            card.channels == 1,
-            "{who}: prior {} has {} channels; only 1-channel priors are supported",
-            card_path.display(),
-            card.channels
-        );
+        card.ensure_one_channel()
+            .map_err(|e| anyhow::anyhow!("{who}: {}: {e}", card_path.display()))?;
         let t = Schedule::new(&card.schedule).len();
         anyhow::ensure!(
             preset.steps <= t,

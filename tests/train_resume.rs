@@ -47,6 +47,26 @@ fn weights(dir: &std::path::Path) -> Vec<(String, Tensor)> {
     w
 }
 
+/// A fresh folder with a checkpoint of step 2 of `config`, the phantom data, and
+/// the lock that `train` needs, held.
+fn two_steps() -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    TrainingData,
+) {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
+    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
+    (serial, dir, data)
+}
+
+/// The error of a run of `cfg` that must be refused.
+fn refused(cfg: &TrainConfig, data: &TrainingData) -> String {
+    let result = train(cfg, data, &mut |_, _| {});
+    format!("{:#}", result.err().expect("must be refused"))
+}
+
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,16 +110,10 @@ fn resumed_run_matches_uninterrupted_run() {
 
 #[test]
 fn checkpoint_with_another_seed_is_refused() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
-    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
+    let (_serial, dir, data) = two_steps();
     let mut other = config(dir.path(), 4);
     other.seed = 12;
-    let err = train(&other, &data, &mut |_, _| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let err = refused(&other, &data);
     assert!(
         err.contains("checkpoint.json") && err.contains("seed 11"),
         "{err}"
@@ -134,18 +148,8 @@ fn torn_checkpoint_is_detected() {
 /// checkpoint from before these were recorded is still checked by its tensors.
 #[test]
 fn checkpoint_for_another_network_or_unit_is_refused() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
-    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
-    let error = |cfg: &TrainConfig| {
-        format!(
-            "{:#}",
-            train(cfg, &data, &mut |_, _| {})
-                .err()
-                .expect("must be refused")
-        )
-    };
+    let (_serial, dir, data) = two_steps();
+    let error = |cfg: &TrainConfig| refused(cfg, &data);
 
     let mut wider = config(dir.path(), 4);
     wider.architecture.base_channels = 16;
@@ -184,16 +188,10 @@ fn checkpoint_for_another_network_or_unit_is_refused() {
 /// and the checkpoint to resume from, which still resumes (with a usable rate).
 #[test]
 fn diverging_training_stops_and_its_checkpoint_resumes() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
-    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
+    let (_serial, dir, data) = two_steps();
     let mut wild = config(dir.path(), 8);
     wild.learning_rate = 1e30;
-    let err = train(&wild, &data, &mut |_, _| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let err = refused(&wild, &data);
     assert!(
         err.contains("the loss is") && err.contains("the last checkpoint, of step"),
         "{err}"

@@ -85,6 +85,20 @@ fn refused(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
+/// Copies the files of folder `from` (and its sub-folders) to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
 fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -412,14 +426,19 @@ fn validate_refuses_what_does_not_fit() {
     simulate(&["--counts", "1e4"], &counts);
     let odd = mixed.join("raw/slice_0002.dcm");
     std::fs::copy(counts.join("raw/slice_0001.dcm"), &odd).unwrap();
-    let stderr = refused(&dps_recon(&[
-        "--case",
-        arg(&mixed),
-        "--prior",
-        arg(&card),
-        "-o",
-        arg(&dir.path().join("c")),
-    ]));
+    // The stderr of validating `case` with the CT card into `out`, refused.
+    let refused_case = |case: &Path, out: &str| {
+        let out = dir.path().join(out);
+        refused(&dps_recon(&[
+            "--case",
+            arg(case),
+            "--prior",
+            arg(&card),
+            "-o",
+            arg(&out),
+        ]))
+    };
+    let stderr = refused_case(&mixed, "c");
     assert!(
         stderr.contains(&format!(
             "{}: CT transmission counts, but {} has CT line integrals",
@@ -518,6 +537,38 @@ fn validate_refuses_what_does_not_fit() {
         assert!(stderr.contains(message), "{extra:?}: {stderr}");
         assert!(!out.exists(), "{extra:?}");
     }
+    // A case whose truth is of another modality than its raw data, or with one
+    // slice twice, is refused (before, it was scored: −57 dB, or a slice counted
+    // twice in the mean).
+    let mr = dir.path().join("mr");
+    ok(&Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+        .args(["--threads", "1", "simulate", "--source", "ellipses-mr:4"])
+        .args(["--size", "32", "--coils", "2", "-o", arg(&mr)])
+        .output()
+        .expect("run dps-recon"));
+    let crossed = dir.path().join("crossed");
+    std::fs::create_dir_all(crossed.join("raw")).unwrap();
+    std::fs::copy(
+        counts.join("raw/slice_0001.dcm"),
+        crossed.join("raw/slice_0001.dcm"),
+    )
+    .unwrap();
+    copy_dir(&mr.join("truth"), &crossed.join("truth"));
+    let stderr = refused_case(&crossed, "k");
+    assert!(
+        stderr.contains("the ground-truth series is MR, the raw data CT"),
+        "{stderr}"
+    );
+    let twice = dir.path().join("twice");
+    copy_dir(&counts, &twice);
+    std::fs::copy(
+        twice.join("raw/slice_0001.dcm"),
+        twice.join("raw/slice_0002.dcm"),
+    )
+    .unwrap();
+    let stderr = refused_case(&twice, "l");
+    assert!(stderr.contains("hold the same slice"), "{stderr}");
+
     // A ζ that makes the chain diverge is named as the cause (before, the report
     // gave NaN dB for DPS, and `run` failed writing a NaN pixel).
     let stderr = refused(&run(&["--zeta", "1e30"], &dir.path().join("j")));

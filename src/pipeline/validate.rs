@@ -210,7 +210,24 @@ pub fn load_case(raw_files: &[PathBuf], truth_files: &[PathBuf]) -> anyhow::Resu
             raws[0].1.display(),
         );
     }
+    if let Some(pair) = raws
+        .windows(2)
+        .find(|p| same_place(&p[0].0.plane, &p[1].0.plane))
+    {
+        bail!(
+            "{} and {} hold the same slice (same position and orientation)",
+            pair[0].1.display(),
+            pair[1].1.display()
+        );
+    }
     let series = read_series(truth_files, limits).context("reading the ground-truth series")?;
+    ensure!(
+        series.context.modality == raws[0].0.context.modality,
+        "the ground-truth series is {}, the raw data {} ({})",
+        series.context.modality,
+        raws[0].0.context.modality,
+        raws[0].1.display()
+    );
     raws.into_iter()
         .map(|(raw, file)| {
             let frame = series

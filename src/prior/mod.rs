@@ -46,9 +46,7 @@ impl UNetPrior {
         let net = UNet::new(&vs.root(), config);
         Self { vs, net }
     }
-}
 
-impl UNetPrior {
     /// A UNet of `config` with the weights of the safetensors file `weights`,
     /// frozen. The file must hold exactly the network's variables, with their
     /// shapes: a card whose architecture differs from its weights is refused, with

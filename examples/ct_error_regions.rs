@@ -16,7 +16,7 @@ use anyhow::{ensure, Context as _};
 use dps_recon::pipeline::preset::MriScale;
 use dps_recon::pipeline::reconstruct::{Baseline, DpsSettings, Guidance, Refine};
 use dps_recon::pipeline::validate::{case_files, load_case, validate, ValidationSettings, DPS};
-use dps_recon::prior::Prior;
+use dps_recon::prior::{Precision, Prior};
 use dps_recon::sampler::ClampGradient;
 use tch::{Device, Kind, Tensor};
 
@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let case = load_case(&raw, &truth)?;
     let card = std::env::var("CARD")
         .unwrap_or_else(|_| "models/ct-phantom-128/ct-phantom-128.json".into());
-    let prior = Prior::load(Path::new(&card), Device::Cpu)?;
+    let prior = Prior::load(Path::new(&card), Device::Cpu, Precision::F32)?;
     let v = validate(&case, &prior, &settings, Device::Cpu, &mut |_, _, _| {})?;
     let tv = settings.baselines[0].name();
 

@@ -15,7 +15,7 @@ use std::path::Path;
 use dps_recon::phantom::{
     random_ellipses, rasterize, shepp_logan_hu, Ellipse, PhantomStyle, SHEPP_LOGAN,
 };
-use dps_recon::prior::Prior;
+use dps_recon::prior::{Precision, Prior};
 use dps_recon::sampler::dps::tweedie;
 use tch::{Device, Kind, Tensor};
 
@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     let _guard = tch::no_grad_guard();
     let card = std::env::var("CARD")
         .unwrap_or_else(|_| "models/ct-phantom-128/ct-phantom-128.json".into());
-    let prior = Prior::load(Path::new(&card), Device::Cpu)?;
+    let prior = Prior::load(Path::new(&card), Device::Cpu, Precision::F32)?;
     let point_sampled = SHEPP_LOGAN.map(|el| Ellipse {
         intensity: 1000.0 * el.intensity,
         ..el

@@ -25,7 +25,7 @@ use dps_recon::pipeline::batch::OutputLock;
 use dps_recon::pipeline::problem::Problem;
 use dps_recon::pipeline::reconstruct::{mri_intensity_scale, mri_slice_p999, normalized_residual};
 use dps_recon::prior::train::{train, TrainConfig, TrainingData};
-use dps_recon::prior::{BetaSchedule, IntensityMap, Prior, UNetConfig};
+use dps_recon::prior::{BetaSchedule, IntensityMap, Precision, Prior, UNetConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
@@ -506,10 +506,11 @@ fn mri_series_end_to_end_resume_force_and_refusal() {
         )
     );
     assert_eq!(p["likelihood_used"], "gaussian");
+    assert_eq!(p["precision"], "f32");
     // One scale for the series: the median of its slices' CG-SENSE 99.9th
     // percentiles over the card's reference (the CG here runs slice by slice, the
     // run's on the batch of three).
-    let prior = Prior::load(&card, Device::Cpu).unwrap();
+    let prior = Prior::load(&card, Device::Cpu, Precision::F32).unwrap();
     let p999: Vec<f64> = raws
         .iter()
         .map(|r| mri_slice_p999(&Problem::from_raw(r, Device::Cpu).unwrap()).unwrap()[0])
@@ -590,13 +591,23 @@ fn mri_series_end_to_end_resume_force_and_refusal() {
     assert!(stderr.contains(&ids.series), "{stderr}");
     assert_eq!(std::fs::read(dir.join("manifest.json")).unwrap(), before);
 
-    // With --force: redone with the new seed, new instances, same layout.
-    seeded.push("--force");
+    // The network in bf16 is another recipe too.
+    let mut bf16 = args.to_vec();
+    bf16.extend(["--precision", "bf16"]);
+    let (code, summary, stderr) = run(&bf16);
+    assert_eq!(code, 1, "{stderr}");
+    let reason = summary["series"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("another recipe"), "{reason}");
+    assert_eq!(std::fs::read(dir.join("manifest.json")).unwrap(), before);
+
+    // With --force: redone with the new seed in bf16, new instances, same layout.
+    seeded.extend(["--precision", "bf16", "--force"]);
     let (code, summary, stderr) = run(&seeded);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(summary["counts"]["done"], 1);
     let m2 = check_done_series(&dir, &raws, &kinds, &card);
     assert_eq!(m2["parameters"]["seed"], 9);
+    assert_eq!(m2["parameters"]["precision"], "bf16");
     assert_ne!(
         m2["outputs"][0]["sop_instance_uids"],
         m["outputs"][0]["sop_instance_uids"]

@@ -257,6 +257,40 @@ fn ct_validation_reports_scores_that_can_be_recomputed() {
     assert_eq!(png_size(&out.join("montage.png")), (5 * 32 + 4 * 4, 32));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains(&format!("| fbp | {fbp:.2} |")), "{md}");
+    assert_eq!(r["prior"]["precision"], "f32");
+
+    // The same case with the network in bf16: recorded as such, the same FBP, and
+    // DPS close to the f32 chain's but not equal to it.
+    let bf16 = dir.path().join("bf16");
+    ok(&dps_recon(&[
+        "--case",
+        arg(&out),
+        "--prior",
+        arg(&card),
+        "--steps",
+        "3",
+        "--samples",
+        "2",
+        "--baselines",
+        "fbp",
+        "--precision",
+        "bf16",
+        "-o",
+        arg(&bf16),
+    ]));
+    let b = report(&bf16);
+    assert_eq!(b["prior"]["precision"], "bf16");
+    assert_eq!(b["mean"]["fbp"]["psnr"], r["mean"]["fbp"]["psnr"]);
+    let (dps, dps_bf16) = (
+        finite(&r["mean"]["dps"]["psnr"]),
+        finite(&b["mean"]["dps"]["psnr"]),
+    );
+    assert!(
+        dps != dps_bf16 && (dps - dps_bf16).abs() < 0.5,
+        "DPS {dps} dB in f32, {dps_bf16} dB in bf16"
+    );
+    let md = std::fs::read_to_string(bf16.join("report.md")).unwrap();
+    assert!(md.contains("run in bf16"), "{md}");
 }
 
 #[test]
@@ -393,6 +427,12 @@ fn validate_refuses_what_does_not_fit() {
     let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
     let stderr = mr_case(&card, &["--baselines", "fbp"], "a");
     assert!(stderr.contains("'fbp' does not apply to MR"), "{stderr}");
+
+    let stderr = mr_case(&card, &["--precision", "fp16"], "a2");
+    assert!(
+        stderr.contains("unknown precision 'fp16': expected f32 or bf16"),
+        "{stderr}"
+    );
 
     // A CT prior for an MR case.
     let stderr = mr_case(&card, &[], "b");

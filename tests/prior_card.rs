@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use dps_recon::prior::{
-    BetaSchedule, IntensityMap, ModelCard, ModelFormat, Prior, UNetConfig, UNetPrior,
+    BetaSchedule, IntensityMap, ModelCard, ModelFormat, Precision, Prior, UNetConfig, UNetPrior,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -58,7 +58,7 @@ fn write(dir: &Path, name: &str, card: &ModelCard) -> PathBuf {
 fn refused(dir: &Path, name: &str, card: &ModelCard, what: &str) {
     let err = format!(
         "{:#}",
-        Prior::load(&write(dir, name, card), Device::Cpu)
+        Prior::load(&write(dir, name, card), Device::Cpu, Precision::F32)
             .err()
             .unwrap_or_else(|| panic!("{name} must be refused"))
     );
@@ -69,10 +69,59 @@ fn refused(dir: &Path, name: &str, card: &ModelCard, what: &str) {
 fn a_card_that_fits_its_weights_loads_them() {
     let dir = tempfile::tempdir().unwrap();
     let (card, x, eps) = tiny_prior(dir.path());
-    let prior = Prior::load(&write(dir.path(), "tiny.json", &card), Device::Cpu).unwrap();
+    let prior = Prior::load(
+        &write(dir.path(), "tiny.json", &card),
+        Device::Cpu,
+        Precision::F32,
+    )
+    .unwrap();
     let loaded = tch::no_grad(|| prior.model.eps(&x, &Tensor::from_slice(&[500i64])));
     assert!(eps.abs().max().double_value(&[]) > 1e-3);
     assert!(loaded.equal(&eps));
+}
+
+/// In bf16 the weights are stored as bf16, ε̂ comes back in f32 close to the
+/// f32 network's (but not equal to it), and the gradient reaches the f32 input.
+#[test]
+fn a_card_loads_in_bf16_and_runs_close_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let (card, x, eps) = tiny_prior(dir.path());
+    let path = write(dir.path(), "tiny.json", &card);
+    let t = Tensor::from_slice(&[500i64]);
+    let grad = |precision| {
+        let prior = Prior::load(&path, Device::Cpu, precision).unwrap();
+        assert_eq!(prior.precision, precision);
+        let xi = x.detach().set_requires_grad(true);
+        let out = prior.model.eps(&xi, &t);
+        assert_eq!(out.kind(), Kind::Float);
+        let g = Tensor::run_backward(&[(&out * &out).sum(Kind::Float)], &[&xi], false, false);
+        (out.detach(), g[0].shallow_clone())
+    };
+    let relative =
+        |a: &Tensor, b: &Tensor| (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
+    let (eps32, grad32) = grad(Precision::F32);
+    let (eps16, grad16) = grad(Precision::Bf16);
+    assert!(eps32.equal(&eps));
+    assert_eq!(grad16.kind(), Kind::Float);
+    let (e, g) = (relative(&eps16, &eps32), relative(&grad16, &grad32));
+    // bf16 rounds every layer's input by up to 2⁻⁹; this random network (whose
+    // weights depend on the order the tests draw from libtorch's generator)
+    // measured 1–3.4 % for ε̂ and 2–5 % for the gradient over 12 runs. What it
+    // costs the shipped priors is measured in PSNR (docs/priors.md, 'Precision').
+    assert!(e > 1e-4 && e < 0.1, "ε̂ relative error {e}");
+    assert!(g > 1e-4 && g < 0.15, "gradient relative error {g}");
+    let vs = UNetPrior::load(
+        card.architecture.as_ref().unwrap(),
+        &dir.path().join("tiny.safetensors"),
+        Device::Cpu,
+        Precision::Bf16,
+    )
+    .unwrap()
+    .vs;
+    assert!(vs
+        .variables()
+        .values()
+        .all(|v| v.kind() == Kind::BFloat16 && !v.requires_grad()));
 }
 
 #[test]
@@ -225,7 +274,7 @@ fn shipped_cards_pass_the_checks() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     for name in ["brain-t1-128", "ct-phantom-128"] {
         let path = root.join(name).join(format!("{name}.json"));
-        Prior::load(&path, Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        Prior::load(&path, Device::Cpu, Precision::F32).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dps_recon::prior::Prior;
+use dps_recon::prior::{Precision, Prior};
 use tch::{Device, Kind, Tensor};
 
 const TRACE: &str = r#"
@@ -50,7 +50,7 @@ fn export(dir: &Path, script: &str) -> PathBuf {
 fn traced_module_loads_and_differentiates() {
     let dir = tempfile::tempdir().unwrap();
     let card = export(dir.path(), TRACE);
-    let prior = Prior::load(&card, Device::Cpu).unwrap();
+    let prior = Prior::load(&card, Device::Cpu, Precision::F32).unwrap();
     // Other sizes and batch sizes than traced: the module is size-agnostic.
     let x = (Tensor::randn([3, 1, 6, 5], (Kind::Float, Device::Cpu)) * 0.7).set_requires_grad(true);
     let t = Tensor::from_slice(&[0i64, 10, 999]);
@@ -83,12 +83,30 @@ fn traced_module_loads_and_differentiates() {
     );
 }
 
+/// In bf16 the module's parameter and input are cast to bf16; ε̂ and the
+/// gradient come back in f32, within bf16's rounding of the exact values.
+#[test]
+fn traced_module_runs_in_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let prior = Prior::load(&export(dir.path(), TRACE), Device::Cpu, Precision::Bf16).unwrap();
+    let x = (Tensor::randn([2, 1, 6, 5], (Kind::Float, Device::Cpu)) * 0.7).set_requires_grad(true);
+    let eps = prior.model.eps(&x, &Tensor::from_slice(&[0i64, 999]));
+    assert_eq!((eps.size(), eps.kind()), (vec![2, 1, 6, 5], Kind::Float));
+    let expect = x.detach().tanh() * 0.5 + Tensor::from_slice(&[0f32, 0.999]).view([2, 1, 1, 1]);
+    let err = (eps.detach() - expect).abs().max().double_value(&[]);
+    assert!(err > 0.0 && err < 1e-2, "ε̂ off by {err}");
+    let g = Tensor::run_backward(&[eps.sum(Kind::Float)], &[&x], false, false);
+    assert_eq!(g[0].kind(), Kind::Float);
+    let expect_grad: Tensor = (-x.detach().tanh().square() + 1.0) * 0.5;
+    assert!((&g[0] - expect_grad).abs().max().double_value(&[]) < 1e-2);
+}
+
 #[test]
 fn bad_card_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let card = dir.path().join("bad.json");
     std::fs::write(&card, r#"{"name": "x"}"#).unwrap();
-    let err = Prior::load(&card, Device::Cpu)
+    let err = Prior::load(&card, Device::Cpu, Precision::F32)
         .err()
         .expect("must fail")
         .to_string();
@@ -97,7 +115,7 @@ fn bad_card_names_the_file() {
         "{err}"
     );
     let missing = dir.path().join("none.json");
-    let err = Prior::load(&missing, Device::Cpu)
+    let err = Prior::load(&missing, Device::Cpu, Precision::F32)
         .err()
         .expect("must fail")
         .to_string();
@@ -133,7 +151,9 @@ fn a_module_that_cannot_run_is_refused_at_load() {
         let card = export(dir.path(), script);
         let err = format!(
             "{:#}",
-            Prior::load(&card, Device::Cpu).err().expect("refused")
+            Prior::load(&card, Device::Cpu, Precision::F32)
+                .err()
+                .expect("refused")
         );
         assert!(err.contains("eps.pt") && err.contains(reason), "{err}");
     }
@@ -156,7 +176,7 @@ fn a_module_fixed_to_its_size_is_refused_at_another() {
          \x20       return self.lin(x.flatten(1)).view(x.shape) * 0.0\n\
          torch.jit.script(Eps()).save(sys.argv[1])\n",
     );
-    let prior = Prior::load(&card, Device::Cpu).unwrap();
+    let prior = Prior::load(&card, Device::Cpu, Precision::F32).unwrap();
     prior.model.check_size(4, 4).unwrap();
     let err = format!("{:#}", prior.model.check_size(8, 8).unwrap_err());
     assert!(
@@ -165,6 +185,6 @@ fn a_module_fixed_to_its_size_is_refused_at_another() {
     );
 
     let agnostic = tempfile::tempdir().unwrap();
-    let prior = Prior::load(&export(agnostic.path(), TRACE), Device::Cpu).unwrap();
+    let prior = Prior::load(&export(agnostic.path(), TRACE), Device::Cpu, Precision::F32).unwrap();
     prior.model.check_size(6, 5).unwrap();
 }

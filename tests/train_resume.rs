@@ -3,7 +3,7 @@
 
 use dps_recon::phantom::{PhantomFamily, PhantomStyle};
 use dps_recon::prior::train::{train, TrainConfig, TrainingData};
-use dps_recon::prior::{BetaSchedule, IntensityMap, ModelCard, Prior, UNetConfig};
+use dps_recon::prior::{BetaSchedule, IntensityMap, ModelCard, Precision, Prior, UNetConfig};
 use tch::{Device, Tensor};
 
 fn config(out: &std::path::Path, steps: u64) -> TrainConfig {
@@ -102,7 +102,7 @@ fn resumed_run_matches_uninterrupted_run() {
     let record = card.training.as_ref().unwrap();
     assert_eq!(record.steps, 4);
     assert_eq!(record.seed, 11);
-    let prior = Prior::load(&second.card_path, Device::Cpu).unwrap();
+    let prior = Prior::load(&second.card_path, Device::Cpu, Precision::F32).unwrap();
     let x = Tensor::zeros([1, 1, 16, 16], (tch::Kind::Float, Device::Cpu));
     let eps = prior.model.eps(&x, &Tensor::from_slice(&[10i64]));
     assert_eq!(eps.size(), [1, 1, 16, 16]);

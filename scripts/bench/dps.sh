@@ -12,9 +12,15 @@ print("Command: `cargo run --release --example bench_dps` (CPU, the shipped-prio
       "pass = UNet forward + backward to the input. Cases: `mri-4x` single-coil MRI, 4× random "
       "lines; `ct-30` parallel beam, 30 views, ramp guidance; `ct-180-counts` 180 views, "
       "transmission counts (I0 = 1e4), guidance `ramp:0.02` (the sparse-view and low-dose "
-      "presets' operators at 128²). Goal: overhead ≤ 10 %.\n")
-print("| case | size | batch | UNet fwd+bwd (ms) | DPS step (ms) | overhead |")
-print("|---|---:|---:|---:|---:|---:|")
+      "presets' operators at 128²). Goal: overhead ≤ 10 %. Each case runs with the network "
+      "in f32 and in bf16 (`--precision bf16`: the same weights cast, the sampler in f32); "
+      "the last column is the f32 step's time over this row's. bf16 is fast only on CPUs with "
+      "AVX512-BF16 or AMX (this one: " + ("yes" if "avx512_bf16" in open("/proc/cpuinfo").read() else "no") + ").\n")
+print("| case | precision | size | batch | UNet fwd+bwd (ms) | DPS step (ms) | overhead | speed-up over f32 |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+f32 = {(r["case"], r["batch"]): r["dps_step_ms"] for r in rows if r["precision"] == "f32"}
 for r in rows:
-    print(f"| {r['case']} | {r['size']}² | {r['batch']} | {r['unet_fwd_bwd_ms']:.1f} | {r['dps_step_ms']:.1f} | {r['overhead_pct']:.1f} % |")
+    speedup = f32[(r["case"], r["batch"])] / r["dps_step_ms"]
+    print(f"| {r['case']} | {r['precision']} | {r['size']}² | {r['batch']} | {r['unet_fwd_bwd_ms']:.1f} | "
+          f"{r['dps_step_ms']:.1f} | {r['overhead_pct']:.1f} % | {speedup:.2f}× |")
 PY

@@ -51,7 +51,7 @@ pub enum Command {
     /// Train a UNet diffusion prior on NIfTI volumes, DICOM image folders or phantoms.
     Train(train::Args),
     /// Simulate, reconstruct with DPS and the baselines, and report PSNR/SSIM/NMSE.
-    Validate(validate::Args),
+    Validate(Box<validate::Args>),
 }
 
 /// Parses the command line, sets up logging and threads, and runs the verb.
@@ -71,7 +71,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&ctx, args),
         Command::Simulate(args) => simulate::run(&ctx, args),
         Command::Train(args) => train::run(&ctx, args),
-        Command::Validate(args) => validate::run(&ctx, args),
+        Command::Validate(args) => validate::run(&ctx, *args),
     };
     match result {
         Ok(code) => code,

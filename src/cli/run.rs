@@ -19,6 +19,7 @@ use dps_recon::pipeline::batch::{
     self, Action, Observer, Outcome, Plan, PlannedSeries, Recipe, RunOptions, SeriesReport, Summary,
 };
 use dps_recon::pipeline::preset::{resolve_preset_path, Preset};
+use dps_recon::prior::Precision;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tracing::level_filters::LevelFilter;
@@ -67,6 +68,12 @@ pub struct Args {
     #[arg(long, default_value_t = 4, value_parser = super::count::<u64>)]
     pub batch_slices: u64,
 
+    /// Number format of the prior network: f32, or bf16 (faster on CPUs with
+    /// AVX512-BF16 or AMX and on recent GPUs, slower elsewhere; the sampler stays
+    /// in f32; docs/priors.md, 'Precision').
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+
     /// Most memory reading one file may need, in MiB.
     #[arg(long, default_value_t = ReadLimits::DEFAULT_MAX_BYTES >> 20)]
     pub max_memory_mib: u64,
@@ -90,6 +97,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         prior_card: args.prior.clone(),
         batch_slices: usize::try_from(args.batch_slices)?,
         device: ctx.device()?,
+        precision: args.precision,
         limits: ReadLimits {
             max_bytes: args.max_memory_mib.saturating_mul(1 << 20),
         },

@@ -14,7 +14,7 @@ use dps_recon::pipeline::validate::{
     parse_baseline, validate, write_report, CaseSlice, DataKind, ReportInfo, ValidationSettings,
     DPS,
 };
-use dps_recon::prior::Prior;
+use dps_recon::prior::{Precision, Prior};
 use dps_recon::sampler::ClampGradient;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -85,6 +85,12 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub dps_seed: u64,
 
+    /// Number format of the prior network: f32, or bf16 (faster on CPUs with
+    /// AVX512-BF16 or AMX and on recent GPUs, slower elsewhere; the sampler stays
+    /// in f32; docs/priors.md, 'Precision').
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+
     /// Baselines, comma-separated: zero-filled, cg-sense[:ITER] (MR, 10), fbp[:ramp|shepp-logan|hann]
     /// (CT, hann), tv[:LAMBDA[:ITER]] (λ 0.001 MR, 0.02 CT; 1000) [default: zero-filled,cg-sense,tv
     /// for MR; fbp,tv for CT].
@@ -125,7 +131,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             .collect::<anyhow::Result<Vec<_>>>()?
     };
     let device = ctx.device()?;
-    let prior = Prior::load(&args.prior, device)?;
+    let prior = Prior::load(&args.prior, device, args.precision)?;
     check_prior(&prior, modality)?;
     anyhow::ensure!(
         args.steps <= prior.schedule.len(),

@@ -683,6 +683,7 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
             "card": info.prior_card,
             "image_size": info.prior.card.image_size,
             "unit": info.prior.card.intensity.unit,
+            "precision": info.prior.precision.to_string(),
         },
         "dps": {
             "steps": info.dps.steps,
@@ -727,10 +728,11 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
         size[1]
     );
     md += &format!(
-        "- Prior: {} (`{}`, trained at {}²)\n",
+        "- Prior: {} (`{}`, trained at {}², run in {})\n",
         info.prior.card.name,
         info.prior_card.display(),
-        info.prior.card.image_size
+        info.prior.card.image_size,
+        info.prior.precision
     );
     md += &format!(
         "- DPS: {} steps, ζ = {} ({} guidance, {} clamp gradient, refinement {}), {}, {} sample(s) per slice, seed {}\n",

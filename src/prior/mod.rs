@@ -4,6 +4,7 @@
 pub mod card;
 pub mod gaussian;
 pub mod intensity;
+pub mod precision;
 pub mod schedule;
 pub mod torchscript;
 pub mod train;
@@ -15,6 +16,7 @@ use std::path::Path;
 use tch::{nn, Device, Tensor};
 
 pub use card::{IntensityMap, ModelCard, ModelFormat};
+pub use precision::Precision;
 pub use schedule::{BetaSchedule, Schedule};
 pub use unet::{UNet, UNetConfig};
 
@@ -37,22 +39,34 @@ pub struct UNetPrior {
     /// Owns the weights the network reads; kept alive with it.
     pub vs: nn::VarStore,
     pub net: UNet,
+    /// The format of the weights and activations (see [`Precision`]).
+    precision: Precision,
 }
 
 impl UNetPrior {
-    /// A UNet with fresh variables on `device`.
+    /// A UNet with fresh f32 variables on `device`.
     pub fn new(config: &UNetConfig, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let net = UNet::new(&vs.root(), config);
-        Self { vs, net }
+        Self {
+            vs,
+            net,
+            precision: Precision::F32,
+        }
     }
 
     /// A UNet of `config` with the weights of the safetensors file `weights`,
     /// frozen. The file must hold exactly the network's variables, with their
     /// shapes: a card whose architecture differs from its weights is refused, with
     /// the first differences named (libtorch's own loader ignores tensors the
-    /// network lacks and panics on a shape).
-    pub fn load(config: &UNetConfig, weights: &Path, device: Device) -> anyhow::Result<Self> {
+    /// network lacks and panics on a shape). The weights are then cast to
+    /// `precision`.
+    pub fn load(
+        config: &UNetConfig,
+        weights: &Path,
+        device: Device,
+        precision: Precision,
+    ) -> anyhow::Result<Self> {
         let mut prior = Self::new(config, device);
         let stored: BTreeMap<String, Tensor> = Tensor::read_safetensors(weights)
             .map_err(|e| anyhow::anyhow!("{}: cannot read UNet weights: {e}", weights.display()))?
@@ -71,7 +85,15 @@ impl UNetPrior {
             }
         });
         prior.vs.freeze();
-        Ok(prior)
+        Ok(prior.with_precision(precision))
+    }
+
+    /// The same network with its weights cast to `precision`; ε̂ then runs in it
+    /// (see [`Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.vs.set_kind(precision.kind());
+        self.precision = precision;
+        self
     }
 }
 
@@ -132,8 +154,11 @@ pub(crate) fn misfit(
 }
 
 impl EpsModel for UNetPrior {
+    /// Runs the network in its precision; ε̂ comes back in `x`'s kind.
     fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        self.net.forward_t(x, t, false)
+        self.net
+            .forward_t(&x.to_kind(self.precision.kind()), t, false)
+            .to_kind(x.kind())
     }
 }
 
@@ -142,12 +167,14 @@ pub struct Prior {
     pub model: Box<dyn EpsModel>,
     pub card: ModelCard,
     pub schedule: Schedule,
+    /// The format the network computes in.
+    pub precision: Precision,
 }
 
 impl Prior {
     /// Loads the prior described by the model card at `card_path` onto `device`, with
-    /// frozen weights.
-    pub fn load(card_path: &Path, device: Device) -> anyhow::Result<Self> {
+    /// frozen weights in `precision`.
+    pub fn load(card_path: &Path, device: Device, precision: Precision) -> anyhow::Result<Self> {
         let card = ModelCard::read(card_path)?;
         let weights = card.weights_path(card_path);
         let schedule = Schedule::new(&card.schedule);
@@ -157,7 +184,7 @@ impl Prior {
                     .architecture
                     .as_ref()
                     .expect("validated by ModelCard::read");
-                let prior = UNetPrior::load(arch, &weights, device)
+                let prior = UNetPrior::load(arch, &weights, device, precision)
                     .map_err(|e| e.context(card_path.display().to_string()))?;
                 Box::new(prior)
             }
@@ -166,12 +193,14 @@ impl Prior {
                 (card.channels, card.image_size),
                 schedule.timesteps.iter().copied().max().unwrap_or(0),
                 device,
+                precision,
             )?),
         };
         Ok(Self {
             model,
             card,
             schedule,
+            precision,
         })
     }
 

@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
-use super::EpsModel;
+use super::{EpsModel, Precision};
 
 /// A TorchScript module with `forward(x: f32 [B,C,H,W], t: i64 [B]) -> Tensor`
 /// returning ε̂ in its first `channels` output channels (any further channels, such
-/// as a learned variance, are dropped).
+/// as a learned variance, are dropped). With a [`Precision`] other than f32 the
+/// module's parameters are cast to it and so is `x`; ε̂ comes back in `x`'s kind.
 pub struct TorchScriptPrior {
     module: CModule,
     channels: i64,
+    precision: Precision,
     /// The module's file, for errors.
     path: PathBuf,
     device: Device,
@@ -23,24 +25,28 @@ impl TorchScriptPrior {
     /// that the sampler's backward pass builds no weight gradients, and runs it once
     /// on a zero image of `channels × image_size²` at t = 0 and t = T − 1 (`last_t`)
     /// so that a module that cannot run on `device` (one traced on another device
-    /// keeps that device in its graph) or returns the wrong shape is refused here,
-    /// naming the file, instead of failing mid-sampling.
+    /// keeps that device in its graph; one that builds f32 tensors of its own may
+    /// not run in bf16) or returns the wrong shape is refused here, naming the
+    /// file, instead of failing mid-sampling.
     pub fn load(
         path: &Path,
         (channels, image_size): (i64, i64),
         last_t: i64,
         device: Device,
+        precision: Precision,
     ) -> anyhow::Result<Self> {
         let mut module = CModule::load_on_device(path, device).map_err(|e| {
             anyhow::anyhow!("{}: cannot load TorchScript module: {e}", path.display())
         })?;
         module.set_eval();
+        module.to(device, precision.kind(), false);
         for (_, p) in module.named_parameters()? {
             let _ = p.set_requires_grad(false);
         }
         let prior = Self {
             module,
             channels,
+            precision,
             path: path.to_path_buf(),
             device,
         };
@@ -49,9 +55,9 @@ impl TorchScriptPrior {
         let t = Tensor::from_slice(&[0, last_t]).to_device(device);
         let out = tch::no_grad(|| prior.output(&x, &t)).map_err(|e| {
             anyhow::anyhow!(
-                "{}: the TorchScript module does not run on {device:?} with x {shape:?} \
-                 and t [0, {last_t}]: {e} (a module traced on another device keeps \
-                 that device; trace it on this one or script it: docs/priors.md)",
+                "{}: the TorchScript module does not run on {device:?} in {precision} with \
+                 x {shape:?} and t [0, {last_t}]: {e} (a module traced on another device \
+                 keeps that device; trace it on this one or script it: docs/priors.md)",
                 path.display()
             )
         })?;
@@ -66,24 +72,25 @@ impl TorchScriptPrior {
         Ok(prior)
     }
 
-    /// The module's output for `(x, t)` (the first element of a tuple), or why
-    /// it failed.
+    /// The module's output for `(x, t)` (the first element of a tuple), run in
+    /// the prior's precision and returned in `x`'s kind, or why it failed.
     fn output(&self, x: &Tensor, t: &Tensor) -> Result<Tensor, String> {
         let out = self
             .module
             .forward_is(&[
-                IValue::Tensor(x.shallow_clone()),
+                IValue::Tensor(x.to_kind(self.precision.kind())),
                 IValue::Tensor(t.shallow_clone()),
             ])
             .map_err(|e| e.to_string())?;
-        match out {
-            IValue::Tensor(t) => Ok(t),
+        let out = match out {
+            IValue::Tensor(t) => t,
             IValue::Tuple(mut v) if !v.is_empty() => match v.swap_remove(0) {
-                IValue::Tensor(t) => Ok(t),
-                other => Err(format!("returned {other:?}, expected a tensor")),
+                IValue::Tensor(t) => t,
+                other => return Err(format!("returned {other:?}, expected a tensor")),
             },
-            other => Err(format!("returned {other:?}, expected a tensor")),
-        }
+            other => return Err(format!("returned {other:?}, expected a tensor")),
+        };
+        Ok(out.to_kind(x.kind()))
     }
 
     /// ε̂, the first `channels` channels of the output `out` for the input `x`, or

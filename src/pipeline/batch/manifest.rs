@@ -145,6 +145,9 @@ pub struct Parameters {
     pub baselines: Vec<serde_json::Value>,
     /// The compute device, e.g. `Cpu` or `Cuda(0)`.
     pub device: String,
+    /// The prior network's number format, `f32` or `bf16` (`--precision`).
+    #[serde(default = "f32")]
+    pub precision: String,
 }
 
 /// One reconstructed slice.
@@ -209,4 +212,8 @@ fn exact() -> String {
 
 fn none() -> String {
     "none".into()
+}
+
+fn f32() -> String {
+    "f32".into()
 }

@@ -39,7 +39,7 @@ use self::manifest::{Parameters, PresetRecord, PriorRecord, Software, MANIFEST_V
 use super::preset::{sha256_file, sha256_hex, Preset};
 use super::reconstruct::{Baseline, DpsSettings};
 use crate::dicom::ReadLimits;
-use crate::prior::{ModelCard, Prior, Schedule};
+use crate::prior::{ModelCard, Precision, Prior, Schedule};
 
 /// Options of a run besides the preset.
 #[derive(Debug, Clone)]
@@ -59,6 +59,8 @@ pub struct RunOptions {
     /// Most slices reconstructed together (≥ 1).
     pub batch_slices: usize,
     pub device: Device,
+    /// The number format of the prior network.
+    pub precision: Precision,
     pub limits: ReadLimits,
 }
 
@@ -122,17 +124,19 @@ impl Recipe {
             options.batch_slices >= 1,
             "--batch-slices must be at least 1"
         );
-        let fingerprint = sha256_hex(
-            serde_json::json!({
-                "preset_sha256": preset.sha256,
-                "prior_weights_sha256": weights_sha256,
-                "seed": settings.seed,
-                "samples": settings.samples,
-                "batch_slices": options.batch_slices,
-            })
-            .to_string()
-            .as_bytes(),
-        );
+        let mut decisive = serde_json::json!({
+            "preset_sha256": preset.sha256,
+            "prior_weights_sha256": weights_sha256,
+            "seed": settings.seed,
+            "samples": settings.samples,
+            "batch_slices": options.batch_slices,
+        });
+        // Only a precision other than f32 enters, so that series done in f32
+        // before the option existed keep their fingerprint and are not redone.
+        if options.precision != Precision::F32 {
+            decisive["precision"] = options.precision.to_string().into();
+        }
+        let fingerprint = sha256_hex(decisive.to_string().as_bytes());
         let absolute = |p: &Path| {
             std::path::absolute(p)
                 .unwrap_or_else(|_| p.to_path_buf())
@@ -385,7 +389,7 @@ fn execute(
             recipe.preset.path.display()
         );
         Some(
-            Prior::load(&recipe.card_path, options.device)
+            Prior::load(&recipe.card_path, options.device, options.precision)
                 .with_context(|| format!("{who}: loading prior {}", recipe.card_path.display()))?,
         )
     } else {
@@ -559,6 +563,7 @@ fn base_manifest(recipe: &Recipe, options: &RunOptions, input: &SeriesGroup) -> 
                 Vec::new()
             },
             device: format!("{:?}", options.device),
+            precision: options.precision.to_string(),
         },
         slices: Vec::new(),
         timings_s: BTreeMap::new(),

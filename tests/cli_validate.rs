@@ -450,6 +450,15 @@ fn validate_refuses_what_does_not_fit() {
         "{stderr}"
     );
 
+    // k-space whose squares overflow float32: named as such (before: "the k-space
+    // is empty", as the NaN percentile counted as no signal).
+    let huge = ["--baselines", "zero-filled", "--noise-sigma", "1e30"];
+    let stderr = mr_case(&mr_card, &huge, "b3");
+    assert!(
+        stderr.contains("too large for float32 arithmetic"),
+        "{stderr}"
+    );
+
     // One case holding line integrals and counts: the ζ default and the baselines
     // follow the kind of data, so the case is refused, naming the odd file.
     let simulate = |extra: &[&str], out: &Path| {

@@ -145,6 +145,32 @@ fn schedules_that_are_no_diffusion_are_refused() {
     }
 }
 
+/// Intensity ranges that float32 cannot map to the model's range and back (a
+/// range of ±1e308 sampled to infinity, and the error blamed ζ).
+#[test]
+fn intensity_ranges_out_of_float32_reach_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (card, _, _) = tiny_prior(dir.path());
+    for (name, (lo, hi), what) in [
+        ("huge.json", (-1e308, 1e308), "must lie within ±1e12"),
+        ("far.json", (1e13, 1e13 + 1e6), "must lie within ±1e12"),
+        ("thin.json", (0.0, 1e-9), "at least 1e-6 wide"),
+        ("reversed.json", (1.0, 0.0), "must exceed physical_min"),
+    ] {
+        let mut card = card.clone();
+        (card.intensity.physical_min, card.intensity.physical_max) = (lo, hi);
+        refused(dir.path(), name, &card, what);
+    }
+    let mut card = card;
+    (card.intensity.physical_min, card.intensity.physical_max) = (-1e12, 1e12);
+    Prior::load(
+        &write(dir.path(), "widest.json", &card),
+        Device::Cpu,
+        Precision::F32,
+    )
+    .unwrap();
+}
+
 #[test]
 fn architectures_that_cannot_run_are_refused() {
     let dir = tempfile::tempdir().unwrap();

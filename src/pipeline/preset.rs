@@ -1121,7 +1121,13 @@ center_fraction = 0.08
                 "zeta = 8.0",
                 "zeta = 8.0\nguidance = \"ramp:-0.1\"",
                 "sampler.guidance",
-                "ramp:C (C ≥ 0)",
+                "ramp:C (C in 0 … 1",
+            ),
+            (
+                "zeta = 8.0",
+                "zeta = 8.0\nguidance = \"ramp:1e300\"",
+                "sampler.guidance",
+                "ramp:C (C in 0 … 1",
             ),
             (
                 "zeta = 8.0",

@@ -23,9 +23,10 @@ pub enum Guidance {
     /// ramp filter ([`SqrtRamp`]): a filtered instead of a plain backprojection of
     /// the residual, which restores edges that plain guidance leaves blurred
     /// (the Radon transform's normal operator falls as 1/|frequency|). `floor`
-    /// (cycles per sample, ≥ 0; `ramp:C`) is added under the ramp, `H² = R + C`,
+    /// (cycles per sample, 0 … 1; `ramp:C`) is added under the ramp, `H² = R + C`,
     /// so that the residual's lowest frequencies keep a weight
-    /// ([`SqrtRamp::with_floor`]).
+    /// ([`SqrtRamp::with_floor`]). The ramp R is at most 0.5, so a floor above 1
+    /// would outweigh it everywhere: `plain` guidance scaled by √C.
     Ramp { floor: f64 },
 }
 
@@ -65,12 +66,18 @@ impl std::str::FromStr for Guidance {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("unknown guidance {s:?}: expected plain, ramp or ramp:C (C ≥ 0)");
+        let bad = || {
+            format!(
+                "unknown guidance {s:?}: expected plain, ramp or ramp:C (C in 0 … 1, cycles \
+                 per sample; above 1 the floor outweighs the ramp, whose largest value is \
+                 0.5: use plain with a larger ζ)"
+            )
+        };
         match s.split_once(':') {
             None if s == "plain" => Ok(Self::Plain),
             None if s == "ramp" => Ok(Self::RAMP),
             Some(("ramp", c)) => match c.parse::<f64>() {
-                Ok(floor) if floor >= 0.0 && floor.is_finite() => Ok(Self::Ramp { floor }),
+                Ok(floor) if (0.0..=1.0).contains(&floor) => Ok(Self::Ramp { floor }),
                 _ => Err(bad()),
             },
             _ => Err(bad()),

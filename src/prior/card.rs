@@ -44,6 +44,11 @@ pub enum ModelFormat {
     Torchscript,
 }
 
+/// Smallest width and largest magnitude of a card's physical range. The map to
+/// the model's range, and back, runs in float32; a range of ±1e308 sent the
+/// sampler to infinity, and the error then blamed ζ.
+pub const INTENSITY_BOUNDS: (f64, f64) = (1e-6, 1e12);
+
 /// The affine map between physical values and the model's range [−1, 1]:
 /// `model = 2 (v − physical_min) / (physical_max − physical_min) − 1`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,6 +149,13 @@ impl ModelCard {
         let (lo, hi) = (self.intensity.physical_min, self.intensity.physical_max);
         if !(lo.is_finite() && hi.is_finite() && hi > lo) {
             return Err("intensity.physical_max must exceed physical_min (both finite)".into());
+        }
+        let (width, largest) = INTENSITY_BOUNDS;
+        if hi - lo < width || lo.abs().max(hi.abs()) > largest {
+            return Err(format!(
+                "intensity range [{lo}, {hi}] must lie within ±{largest:e} and be at least \
+                 {width:e} wide (images are mapped to the model's range in float32)"
+            ));
         }
         if let Some(r) = self.intensity.reference_p999 {
             if !(r.is_finite() && r > lo && r <= hi) {

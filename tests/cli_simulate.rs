@@ -227,6 +227,12 @@ fn options_that_do_not_fit_are_refused() {
         ]),
         "at most 16 of A–Z, 0–9, space and _",
     );
+    // Before, 3 M views were simulated and the write then failed with "Item too
+    // long (24000000 bytes) for a 16-bit length".
+    usage_error(
+        &simulate(&["--source", "shepp-logan-hu", "--views", "8192", "-o", o]),
+        "8192 views: a raw file holds at most 8191",
+    );
     // Before, 1e300 photons panicked in the Poisson draw (an infinite f32 rate).
     usage_error(
         &simulate(&["--source", "shepp-logan-hu", "--counts", "1e300", "-o", o]),

@@ -76,6 +76,29 @@ fn ct_fan_beam_counts_round_trip_is_bit_exact() {
     assert_eq!(s.view_angles_deg[1], 4.0);
 }
 
+/// 8191 views is the most ViewAngles (FD, a 16-bit value length) holds: it
+/// round-trips, and one more is refused naming the element and the limit
+/// (before, the writer failed with "Item too long … for a 16-bit length").
+#[test]
+fn the_most_views_a_file_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = ct_fan_counts(8191, 2);
+    let back = read_raw(
+        &write_tmp(dir.path(), "max.dcm", &raw),
+        ReadLimits::default(),
+    )
+    .unwrap();
+    assert_bit_exact(&raw, &back);
+    let err = write_raw(&dir.path().join("over.dcm"), &ct_fan_counts(8192, 2))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ViewAngles") && err.contains("8192 angles; at most 8191 fit"),
+        "{err}"
+    );
+    assert!(!dir.path().join("over.dcm").exists());
+}
+
 #[test]
 fn odd_sized_mask_survives_even_length_padding() {
     let dir = tempfile::tempdir().unwrap();

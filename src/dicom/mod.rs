@@ -47,7 +47,7 @@ pub use output::{
 };
 pub use raw::{
     raw_from_bytes, read_raw, write_raw, CtDataType, CtGeometry, CtSinogram, Measurement,
-    MriKspace, RawMeasurement, POSITIVE_RANGE,
+    MriKspace, RawMeasurement, MAX_VIEWS, POSITIVE_RANGE,
 };
 pub use scan::{
     group_series, inspect_file, scan_bytes, scan_file, scan_folder, summarize, Duplicate, FileKind,

@@ -43,7 +43,7 @@ use crate::dicom::uid::new_uid;
 use crate::dicom::{
     read_series, scan_folder, write_raw, write_series, CtDataType, CtGeometry as RawGeometry,
     CtSinogram, FileKind, ImageModality, ImageRole, InstanceContext, Measurement, MriKspace,
-    OutputSlice, Plane, RawMeasurement, ReadLimits, SeriesSpec, Window, WrittenSeries,
+    OutputSlice, Plane, RawMeasurement, ReadLimits, SeriesSpec, Window, WrittenSeries, MAX_VIEWS,
     POSITIVE_RANGE,
 };
 use crate::phantom::{self, PhantomStyle, MU_WATER_70KEV_PER_MM};
@@ -837,6 +837,11 @@ fn beam_name(beam: &BeamGeometry) -> &'static str {
 /// documented on [`CtAcquisition`]).
 pub fn ct_geometry(a: &CtAcquisition, n: usize, pixel_mm: f64) -> anyhow::Result<CtGeometry> {
     ensure!(a.views >= 1, "at least one view is needed");
+    ensure!(
+        a.views <= MAX_VIEWS,
+        "{} views: a raw file holds at most {MAX_VIEWS} (docs/dicom-raw-profile.md)",
+        a.views
+    );
     ensure!(
         a.arc_deg.is_finite() && a.arc_deg > 0.0,
         "arc {} degrees must be > 0",

@@ -13,7 +13,7 @@ mod write;
 pub use elements::{PRIVATE_CREATOR, PRIVATE_GROUP};
 pub(crate) use read::peek;
 pub use read::{raw_from_bytes, read_raw};
-pub use validate::POSITIVE_RANGE;
+pub use validate::{MAX_VIEWS, POSITIVE_RANGE};
 pub use write::write_raw;
 
 use super::context::{InstanceContext, Plane};

@@ -35,6 +35,10 @@ fn check_finite<T: Copy + Into<f64>>(values: &[T], e: &PrivateElement) -> Result
 /// the operators.
 pub const POSITIVE_RANGE: std::ops::RangeInclusive<f64> = 1e-6..=1e12;
 
+/// The most views a file of the profile holds: ViewAngles is FD, and an FD
+/// value's length is a 16-bit field in Explicit VR (65 535 bytes, 8191 doubles).
+pub const MAX_VIEWS: usize = 8191;
+
 fn check_positive(x: f64, e: &PrivateElement) -> Result<(), DicomError> {
     if POSITIVE_RANGE.contains(&x) {
         Ok(())
@@ -226,6 +230,16 @@ fn validate_ct(s: &CtSinogram, spacing: [f64; 2]) -> Result<(), DicomError> {
                 s.data.len(),
                 s.views,
                 s.detectors
+            ),
+        ));
+    }
+    if s.views > MAX_VIEWS {
+        return Err(invalid(
+            &VIEW_ANGLES,
+            format!(
+                "would hold {} angles; at most {MAX_VIEWS} fit (FD values have a 16-bit length \
+                 in Explicit VR)",
+                s.views
             ),
         ));
     }

@@ -227,6 +227,11 @@ fn options_that_do_not_fit_are_refused() {
         ]),
         "at most 16 of A–Z, 0–9, space and _",
     );
+    // Before, 100 000 threads failed to spawn and panicked.
+    usage_error(
+        &simulate(&["--source", "shepp-logan", "--threads", "100000", "-o", o]),
+        "must be an integer in 0 … 1024, got 100000",
+    );
     // Before, 3 M views were simulated and the write then failed with "Item too
     // long (24000000 bytes) for a 16-bit length".
     usage_error(

@@ -21,8 +21,8 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "auto")]
     pub device: DeviceChoice,
 
-    /// Number of CPU threads for libtorch (0 = libtorch's default).
-    #[arg(long, global = true, default_value_t = 0)]
+    /// Number of CPU threads for libtorch (0 = libtorch's default; at most 1024).
+    #[arg(long, global = true, default_value_t = 0, value_parser = threads)]
     pub threads: i32,
 
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
@@ -88,6 +88,15 @@ fn count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, 
     match text.parse::<T>() {
         Ok(n) if n >= T::from(1) => Ok(n),
         _ => Err(format!("must be an integer ≥ 1, got {text}")),
+    }
+}
+
+/// A thread count in 0 … 1024 (0: libtorch's default). Far more threads than
+/// any machine has cores failed to spawn and panicked (100 000 threads).
+fn threads(text: &str) -> Result<i32, String> {
+    match text.parse::<i32>() {
+        Ok(n) if (0..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("must be an integer in 0 … 1024, got {text}")),
     }
 }
 

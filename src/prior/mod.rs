@@ -88,10 +88,12 @@ impl UNetPrior {
         Ok(prior.with_precision(precision))
     }
 
-    /// The same network with its weights cast to `precision`; ε̂ then runs in it
-    /// (see [`Precision`]).
+    /// The same network with its weights cast to `precision` (kept as they are
+    /// for f32); ε̂ then runs in it (see [`Precision`]).
     pub fn with_precision(mut self, precision: Precision) -> Self {
-        self.vs.set_kind(precision.kind());
+        if precision != Precision::F32 {
+            self.vs.set_kind(precision.kind());
+        }
         self.precision = precision;
         self
     }
@@ -156,9 +158,8 @@ pub(crate) fn misfit(
 impl EpsModel for UNetPrior {
     /// Runs the network in its precision; ε̂ comes back in `x`'s kind.
     fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        self.net
-            .forward_t(&x.to_kind(self.precision.kind()), t, false)
-            .to_kind(x.kind())
+        let out = self.net.forward_t(&self.precision.cast_in(x), t, false);
+        self.precision.cast_out(out, x)
     }
 }
 

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 /// The number format of the prior network's weights and activations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,6 +32,25 @@ impl Precision {
         match self {
             Self::F32 => Kind::Float,
             Self::Bf16 => Kind::BFloat16,
+        }
+    }
+
+    /// The network's input for `x`: `x` as given in f32 (a network built in
+    /// another kind, as the f64 one of the sampler's gradient test, runs in it),
+    /// else `x` cast to this precision.
+    pub fn cast_in(self, x: &Tensor) -> Tensor {
+        match self {
+            Self::F32 => x.shallow_clone(),
+            Self::Bf16 => x.to_kind(self.kind()),
+        }
+    }
+
+    /// The network's output `out` for the input `x`, back in `x`'s kind (as
+    /// returned in f32).
+    pub fn cast_out(self, out: Tensor, x: &Tensor) -> Tensor {
+        match self {
+            Self::F32 => out,
+            Self::Bf16 => out.to_kind(x.kind()),
         }
     }
 }

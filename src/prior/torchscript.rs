@@ -39,7 +39,9 @@ impl TorchScriptPrior {
             anyhow::anyhow!("{}: cannot load TorchScript module: {e}", path.display())
         })?;
         module.set_eval();
-        module.to(device, precision.kind(), false);
+        if precision != Precision::F32 {
+            module.to(device, precision.kind(), false);
+        }
         for (_, p) in module.named_parameters()? {
             let _ = p.set_requires_grad(false);
         }
@@ -73,12 +75,12 @@ impl TorchScriptPrior {
     }
 
     /// The module's output for `(x, t)` (the first element of a tuple), run in
-    /// the prior's precision and returned in `x`'s kind, or why it failed.
+    /// the prior's precision (see [`Precision::cast_in`]), or why it failed.
     fn output(&self, x: &Tensor, t: &Tensor) -> Result<Tensor, String> {
         let out = self
             .module
             .forward_is(&[
-                IValue::Tensor(x.to_kind(self.precision.kind())),
+                IValue::Tensor(self.precision.cast_in(x)),
                 IValue::Tensor(t.shallow_clone()),
             ])
             .map_err(|e| e.to_string())?;
@@ -90,7 +92,7 @@ impl TorchScriptPrior {
             },
             other => return Err(format!("returned {other:?}, expected a tensor")),
         };
-        Ok(out.to_kind(x.kind()))
+        Ok(self.precision.cast_out(out, x))
     }
 
     /// ε̂, the first `channels` channels of the output `out` for the input `x`, or

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use dps_recon::dicom::{
-    inspect_file, CtDataType, DicomError, FileKind, FileSummary, Inspection, Measurement,
+    inspect_file, readable, CtDataType, DicomError, FileKind, FileSummary, Inspection, Measurement,
     RawMeasurement, ReadLimits,
 };
 use serde_json::{json, Value};
@@ -146,7 +146,7 @@ fn describe_raw(raw: &RawMeasurement) -> String {
     let [dr, dc] = raw.recon_pixel_spacing_mm;
     let noise = raw
         .noise_sigma
-        .map_or_else(String::new, |s| format!(", noise σ {s}"));
+        .map_or_else(String::new, |s| format!(", noise σ {}", readable(s)));
     let data = match &raw.data {
         Measurement::MriKspace(k) => format!(
             "raw MRI k-space, {} coils × {} ky × {} kx, {:.1}% acquired{}",

@@ -53,3 +53,4 @@ pub use scan::{
     group_series, inspect_file, scan_bytes, scan_file, scan_folder, summarize, Duplicate, FileKind,
     FileSummary, Inspection, ScanError, ScanReport, SeriesGroup, SeriesGrouping,
 };
+pub use values::readable;

@@ -44,6 +44,16 @@ pub fn trim(s: &str) -> &str {
     s.trim_matches(|c: char| c == ' ' || c == '\0')
 }
 
+/// `x` for messages: a plain decimal from 1e-4 to 1e15 (and 0), else in
+/// exponent form, which a plain decimal far from 1 would spell in tens or
+/// hundreds of digits.
+pub fn readable(x: f64) -> String {
+    match x.abs() {
+        a if a == 0.0 || (1e-4..1e15).contains(&a) => format!("{x}"),
+        _ => format!("{x:e}"),
+    }
+}
+
 /// The numeric values of `tag` (DS, FD, FL, IS or binary integers), `None` when
 /// absent or empty; an error when present but not numbers.
 pub fn f64s(obj: &InMemDicomObject, tag: Tag) -> Result<Option<Vec<f64>>, DicomError> {
@@ -95,4 +105,17 @@ pub fn int(obj: &InMemDicomObject, tag: Tag) -> Result<Option<i64>, DicomError> 
         .to_int::<i64>()
         .map(Some)
         .map_err(|e| DicomError::invalid(std_name(tag), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn numbers_far_from_one_are_shown_in_exponent_form() {
+        assert_eq!(readable(0.005), "0.005");
+        assert_eq!(readable(0.0), "0");
+        assert_eq!(readable(1e30), "1e30");
+        assert_eq!(readable(-2.5e-300), "-2.5e-300");
+    }
 }

@@ -5,7 +5,7 @@ use dicom_dictionary_std::tags;
 
 use super::super::error::{DicomError, ElementName};
 use super::super::uid::is_valid_uid;
-use super::super::values::std_name;
+use super::super::values::{readable, std_name};
 use super::elements::*;
 use super::{CtDataType, CtSinogram, Measurement, MriKspace, RawMeasurement};
 
@@ -43,14 +43,9 @@ fn check_positive(x: f64, e: &PrivateElement) -> Result<(), DicomError> {
     if POSITIVE_RANGE.contains(&x) {
         Ok(())
     } else {
-        // Far from 1, a plain decimal would run to hundreds of digits.
-        let shown = match x.abs() {
-            a if (1e-4..1e15).contains(&a) => format!("{x}"),
-            _ => format!("{x:e}"),
-        };
         Err(invalid(
             e,
-            format!("must be a number in 1e-6…1e12 (> 0), is {shown}"),
+            format!("must be a number in 1e-6…1e12 (> 0), is {}", readable(x)),
         ))
     }
 }

@@ -25,6 +25,10 @@ impl NoiseSource {
     /// `count` tensors of i.i.d. N(0, 1) values of `shape`, `kind`, on `device`,
     /// drawn one tensor after the other (so `count` calls with 1 give the same
     /// values) and moved to `device` in one copy.
+    ///
+    /// # Panics
+    /// When the values do not fit in memory: a panic, which `run` reports per
+    /// series, where a plain allocation failure would abort the process.
     pub fn standard_normals(
         &mut self,
         count: usize,
@@ -32,10 +36,16 @@ impl NoiseSource {
         kind: Kind,
         device: Device,
     ) -> Vec<Tensor> {
-        let n = count as i64 * shape.iter().product::<i64>();
-        let values: Vec<f32> = (0..n)
-            .map(|_| StandardNormal.sample(&mut self.rng))
-            .collect();
+        let n = count * shape.iter().product::<i64>() as usize;
+        let mut values: Vec<f32> = Vec::new();
+        if values.try_reserve_exact(n).is_err() {
+            panic!(
+                "cannot allocate the sampler's noise, {n} values of shape {shape:?} ({:.1} GB): \
+                 fewer samples or slices per batch (--samples, --batch-slices) would fit",
+                n as f64 * 4e-9
+            );
+        }
+        values.extend((0..n).map(|_| -> f32 { StandardNormal.sample(&mut self.rng) }));
         let mut stacked = vec![count as i64];
         stacked.extend_from_slice(shape);
         Tensor::from_slice(&values)

@@ -593,14 +593,46 @@ fn baseline_record(b: Baseline) -> serde_json::Value {
     }
 }
 
+/// The message of a caught panic, without the C++ stack that libtorch's errors
+/// carry after their first line ("Exception raised from …", "frame #0: …", with
+/// the newline escaped when the error was debug-printed by an `unwrap`).
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
+    let text = panic
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "panic".to_owned())
+        .unwrap_or_else(|| "panic".to_owned());
+    let end = [
+        "\\nException raised from",
+        "\\nframe #",
+        "\nException raised from",
+        "\nframe #",
+    ]
+    .iter()
+    .filter_map(|marker| text.find(marker))
+    .min();
+    match end {
+        Some(end) => text[..end].to_owned(),
+        None => text,
+    }
 }
 
 fn now_utc() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_text;
+
+    #[test]
+    fn panic_text_drops_libtorchs_stack() {
+        let torch = "called `Result::unwrap()` on an `Err` value: Torch(\"DefaultCPUAllocator: \
+                     can't allocate memory: you tried to allocate 21960000000 bytes.\\nframe #0: \
+                     c10::ThrowEnforceNotMet + 0x6a\\nframe #1: …\")";
+        let text = panic_text(&(Box::new(torch.to_owned()) as Box<dyn std::any::Any + Send>));
+        assert!(text.ends_with("21960000000 bytes."), "{text}");
+        let plain: Box<dyn std::any::Any + Send> = Box::new("no stack here");
+        assert_eq!(panic_text(&plain), "no stack here");
+    }
 }

@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             zeta: args[2].parse().context("ZETA")?,
             eta: (steps < 1000).then_some(eta),
             samples: args[3].parse().context("SAMPLES")?,
+            sample_batch: None,
             seed: 0,
             guidance: Guidance::RAMP,
             clamp_gradient: ClampGradient::Exact,

@@ -507,6 +507,7 @@ fn mri_series_end_to_end_resume_force_and_refusal() {
     );
     assert_eq!(p["likelihood_used"], "gaussian");
     assert_eq!(p["precision"], "f32");
+    assert!(p["sample_batch"].is_null());
     // One scale for the series: the median of its slices' CG-SENSE 99.9th
     // percentiles over the card's reference (the CG here runs slice by slice, the
     // run's on the batch of three).
@@ -591,13 +592,17 @@ fn mri_series_end_to_end_resume_force_and_refusal() {
     assert!(stderr.contains(&ids.series), "{stderr}");
     assert_eq!(std::fs::read(dir.join("manifest.json")).unwrap(), before);
 
-    // The network in bf16 is another recipe too.
-    let mut bf16 = args.to_vec();
-    bf16.extend(["--precision", "bf16"]);
-    let (code, summary, stderr) = run(&bf16);
-    assert_eq!(code, 1, "{stderr}");
-    let reason = summary["series"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("another recipe"), "{reason}");
+    // The network in bf16, or the two samples drawn one at a time, is another
+    // recipe too; a sample batch that holds both samples is the same recipe.
+    for extra in [["--precision", "bf16"], ["--sample-batch", "1"]] {
+        let (code, summary, stderr) = run(&[&args[..], &extra[..]].concat());
+        assert_eq!(code, 1, "{extra:?}: {stderr}");
+        let reason = summary["series"][0]["reason"].as_str().unwrap();
+        assert!(reason.contains("another recipe"), "{reason}");
+    }
+    let (code, summary, stderr) = run(&[&args[..], &["--sample-batch", "2"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(summary["counts"]["already_done"], 1, "{summary:#}");
     assert_eq!(std::fs::read(dir.join("manifest.json")).unwrap(), before);
 
     // With --force: redone with the new seed in bf16, new instances, same layout.

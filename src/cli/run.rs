@@ -64,6 +64,11 @@ pub struct Args {
     #[arg(long, value_parser = super::count::<i64>)]
     pub samples: Option<i64>,
 
+    /// Most samples per slice drawn together (memory grows with them); more are
+    /// drawn in further batches, seeded apart [default: all at once].
+    #[arg(long, value_parser = super::count::<i64>)]
+    pub sample_batch: Option<i64>,
+
     /// Most slices sharing an acquisition reconstructed together.
     #[arg(long, default_value_t = 4, value_parser = super::count::<u64>)]
     pub batch_slices: u64,
@@ -94,6 +99,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         seed: args.seed,
         samples: args.samples,
+        sample_batch: args.sample_batch,
         prior_card: args.prior.clone(),
         batch_slices: usize::try_from(args.batch_slices)?,
         device: ctx.device()?,

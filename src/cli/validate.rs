@@ -76,6 +76,11 @@ pub struct Args {
     #[arg(long, default_value_t = 4, value_parser = super::count::<i64>)]
     pub samples: i64,
 
+    /// Most samples per slice drawn together (memory grows with them); more are
+    /// drawn in further batches, seeded apart [default: all at once].
+    #[arg(long, value_parser = super::count::<i64>)]
+    pub sample_batch: Option<i64>,
+
     /// MR: image magnitude per unit of prior intensity, or auto (estimated per slice
     /// from CG-SENSE, as `data.mri_scale = "auto"` of a preset).
     #[arg(long, default_value = "auto")]
@@ -176,6 +181,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             },
             eta: args.eta,
             samples: args.samples,
+            sample_batch: args.sample_batch,
             seed: args.dps_seed,
             guidance,
             clamp_gradient,

@@ -553,6 +553,7 @@ impl Preset {
             zeta: self.zeta,
             eta: self.eta,
             samples: samples.unwrap_or(self.samples),
+            sample_batch: None,
             seed: seed.unwrap_or(self.seed),
             guidance: self.guidance,
             clamp_gradient: self.clamp_gradient,

@@ -169,6 +169,11 @@ pub struct DpsSettings {
     pub eta: Option<f64>,
     /// Posterior samples per slice (mean and standard deviation over them).
     pub samples: i64,
+    /// Most samples per slice drawn together through the network (`None`: all).
+    /// More samples are drawn in further batches, batch g seeded with
+    /// [`sample_batch_seed`]; this bounds the memory, and changes the samples
+    /// when it splits them.
+    pub sample_batch: Option<i64>,
     pub seed: u64,
     /// What the guidance measures (`Ramp` needs CT data).
     pub guidance: Guidance,
@@ -200,6 +205,9 @@ impl DpsSettings {
             "samples must be at least 1, got {}",
             self.samples
         );
+        if let Some(k) = self.sample_batch {
+            anyhow::ensure!(k >= 1, "the sample batch must be at least 1, got {k}");
+        }
         Ok(())
     }
 }
@@ -382,6 +390,14 @@ pub fn resolve_mri_scale(
     .context("estimating the MR intensity scale")
 }
 
+/// The seed of sample batch `g` of a slice batch seeded with `seed`: `seed`
+/// itself for the first, so that samples that fit in one batch are drawn as
+/// before sample batches existed; far-apart seeds for the others (run seeds its
+/// slice batches `seed + first slice`).
+pub fn sample_batch_seed(seed: u64, g: u64) -> u64 {
+    seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// DPS reconstruction of every slice of `problem` with `settings.samples`
 /// posterior samples each. For MRI the real and imaginary parts of the complex
 /// image are sampled as separate real images by the same prior, and `mri_scale`
@@ -407,7 +423,6 @@ pub fn reconstruct_dps(
     } else {
         1
     };
-    let shape = [b * n * parts, 1, h, w];
 
     // MRI data are compared at the prior's intensity (y / scale against A x), so
     // that ζ does not depend on the scale of the k-space.
@@ -431,67 +446,84 @@ pub fn reconstruct_dps(
         "the lowpass refinement is for CT data; MRI takes none"
     );
     let filter = ramp.as_ref().map(|h| move |r: &Tensor| h.apply(r));
-    let term = DataTerm::new(problem.op(), &y, problem.likelihood).repeat_samples(n);
-    let term = match &filter {
-        Some(h) => term.with_filter(h),
-        None => term,
-    };
-    // x̂_0 in the prior's range → the operator's image (rows: slice, sample, part).
-    let to_operator = |x0: &Tensor| -> Tensor {
-        let physical = prior.to_physical(x0);
-        match problem.modality {
-            Modality::Mri => {
-                let pairs = physical.view([b * n, 2, h, w]);
-                Tensor::complex(&pairs.select(1, 0), &pairs.select(1, 1)).unsqueeze(1)
-            }
-            Modality::Ct { .. } => problem.to_operator_units(&physical),
-        }
-    };
-    let distance = |x0: &Tensor| term.distance(&to_operator(x0));
-    let config = DpsConfig {
-        steps: settings.steps,
-        zeta: settings.zeta,
-        update: match settings.eta {
-            None => Update::Ddpm,
-            Some(eta) => Update::Ddim { eta },
-        },
-        clamp_gradient: settings.clamp_gradient,
-        seed: settings.seed,
-    };
-    let sampler = DpsSampler::new(prior.model.as_ref(), &prior.schedule, config);
-    let total = sampler.schedule().len();
-    let x0 = sampler.sample(
-        &shape,
-        Kind::Float,
-        problem.y.device(),
-        &distance,
-        &mut |i, _| progress(total - i, total),
-    );
-    let _guard = tch::no_grad_guard();
-    anyhow::ensure!(
-        x0.isfinite().all().int64_value(&[]) == 1,
-        "the chain diverged (non-finite values): ζ = {:?} is too large for these data; \
-         lower it (sampler.zeta, --zeta)",
-        settings.zeta
-    );
     let scale = if problem.modality == Modality::Mri {
         mri_scale
     } else {
         1.0
     };
-    let samples = to_operator(&x0);
-    let samples = match settings.refine {
-        Refine::None => samples,
-        Refine::Lowpass(options) => {
-            let rep = |t: Tensor| t.repeat_interleave_self_int(n, Some(0), None);
-            let y = rep(problem.linearised_data());
-            let weights = problem
-                .blank_scan_counts
-                .map(|_| rep(pwls_weights(&problem.y)));
-            low_frequency_correction(problem.op(), &samples, &y, weights.as_ref(), &options)
-        }
+    // `count` samples of every slice, seeded with `seed`, in output units
+    // `[B · count, 1, H, W]` (rows: slice, sample).
+    let draw = |count: i64, seed: u64, progress: &mut dyn FnMut(usize, usize)| {
+        let term = DataTerm::new(problem.op(), &y, problem.likelihood).repeat_samples(count);
+        let term = match &filter {
+            Some(h) => term.with_filter(h),
+            None => term,
+        };
+        // x̂_0 in the prior's range → the operator's image (rows: slice, sample, part).
+        let to_operator = |x0: &Tensor| -> Tensor {
+            let physical = prior.to_physical(x0);
+            match problem.modality {
+                Modality::Mri => {
+                    let pairs = physical.view([b * count, 2, h, w]);
+                    Tensor::complex(&pairs.select(1, 0), &pairs.select(1, 1)).unsqueeze(1)
+                }
+                Modality::Ct { .. } => problem.to_operator_units(&physical),
+            }
+        };
+        let distance = |x0: &Tensor| term.distance(&to_operator(x0));
+        let config = DpsConfig {
+            steps: settings.steps,
+            zeta: settings.zeta,
+            update: match settings.eta {
+                None => Update::Ddpm,
+                Some(eta) => Update::Ddim { eta },
+            },
+            clamp_gradient: settings.clamp_gradient,
+            seed,
+        };
+        let sampler = DpsSampler::new(prior.model.as_ref(), &prior.schedule, config);
+        let total = sampler.schedule().len();
+        let x0 = sampler.sample(
+            &[b * count * parts, 1, h, w],
+            Kind::Float,
+            problem.y.device(),
+            &distance,
+            &mut |i, _| progress(total - i, total),
+        );
+        let _guard = tch::no_grad_guard();
+        anyhow::ensure!(
+            x0.isfinite().all().int64_value(&[]) == 1,
+            "the chain diverged (non-finite values): ζ = {:?} is too large for these data; \
+             lower it (sampler.zeta, --zeta)",
+            settings.zeta
+        );
+        let samples = to_operator(&x0);
+        let samples = match settings.refine {
+            Refine::None => samples,
+            Refine::Lowpass(options) => {
+                let rep = |t: Tensor| t.repeat_interleave_self_int(count, Some(0), None);
+                let y = rep(problem.linearised_data());
+                let weights = problem
+                    .blank_scan_counts
+                    .map(|_| rep(pwls_weights(&problem.y)));
+                low_frequency_correction(problem.op(), &samples, &y, weights.as_ref(), &options)
+            }
+        };
+        Ok(problem.to_output_units(&(samples * scale)))
     };
-    let samples = problem.to_output_units(&(samples * scale));
+    let per_batch = settings.sample_batch.map_or(n, |k| k.min(n));
+    let batches = (n + per_batch - 1) / per_batch;
+    let mut drawn = Vec::with_capacity(batches as usize);
+    for g in 0..batches {
+        let count = per_batch.min(n - g * per_batch);
+        let samples = draw(
+            count,
+            sample_batch_seed(settings.seed, g as u64),
+            &mut |done, total| progress(g as usize * total + done, batches as usize * total),
+        )?;
+        drawn.push(samples.view([b, count, 1, h, w]));
+    }
+    let samples = Tensor::cat(&drawn, 1).view([b * n, 1, h, w]);
     let (mean, std) = posterior_stats(&samples, n);
     Ok(Reconstruction { mean, std })
 }

@@ -694,6 +694,7 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
             "clamp_gradient": info.dps.clamp_gradient.to_string(),
             "refine": info.dps.refine.to_string(),
             "samples": info.dps.samples,
+            "sample_batch": info.dps.sample_batch,
             "seed": info.dps.seed,
         },
         "baselines": v.baselines.iter().map(|b| (b.name().to_string(), json!(describe(b)))).collect::<serde_json::Map<_, _>>(),

@@ -41,7 +41,7 @@ impl NoiseSource {
         if values.try_reserve_exact(n).is_err() {
             panic!(
                 "cannot allocate the sampler's noise, {n} values of shape {shape:?} ({:.1} GB): \
-                 fewer samples or slices per batch (--samples, --batch-slices) would fit",
+                 fewer samples or slices per batch (--sample-batch, --batch-slices) would fit",
                 n as f64 * 4e-9
             );
         }

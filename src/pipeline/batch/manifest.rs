@@ -129,6 +129,9 @@ pub struct Parameters {
     #[serde(default = "none")]
     pub refine: String,
     pub samples: i64,
+    /// Most samples per slice drawn together; `null`: all at once.
+    #[serde(default)]
+    pub sample_batch: Option<i64>,
     /// Seed of the first batch; batch k (slices from index i) uses `seed + i`.
     pub seed: u64,
     /// `auto`, `gaussian` or `transmission` as asked, and what was used.

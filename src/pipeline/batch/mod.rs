@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Overrides the preset's sample count.
     pub samples: Option<i64>,
+    /// Most samples per slice drawn together (`None`: all).
+    pub sample_batch: Option<i64>,
     /// Overrides the preset's prior card.
     pub prior_card: Option<PathBuf>,
     /// Most slices reconstructed together (≥ 1).
@@ -108,7 +110,10 @@ impl Recipe {
             preset.steps,
             card_path.display()
         );
-        let settings = preset.dps_settings(options.seed, options.samples);
+        let mut settings = preset.dps_settings(options.seed, options.samples);
+        // A sample batch that holds every sample changes nothing: it is not kept,
+        // so it does not change the fingerprint either.
+        settings.sample_batch = options.sample_batch.filter(|&k| k < settings.samples);
         anyhow::ensure!(
             settings.samples >= 1,
             "--samples must be at least 1, got {}",
@@ -131,10 +136,14 @@ impl Recipe {
             "samples": settings.samples,
             "batch_slices": options.batch_slices,
         });
-        // Only a precision other than f32 enters, so that series done in f32
-        // before the option existed keep their fingerprint and are not redone.
+        // Only a precision other than f32 and a sample batch that splits the
+        // samples enter, so that series done before these options existed keep
+        // their fingerprint and are not redone.
         if options.precision != Precision::F32 {
             decisive["precision"] = options.precision.to_string().into();
+        }
+        if let Some(k) = settings.sample_batch {
+            decisive["sample_batch"] = k.into();
         }
         let fingerprint = sha256_hex(decisive.to_string().as_bytes());
         let absolute = |p: &Path| {
@@ -547,6 +556,7 @@ fn base_manifest(recipe: &Recipe, options: &RunOptions, input: &SeriesGroup) -> 
             clamp_gradient: s.clamp_gradient.to_string(),
             refine: s.refine.to_string(),
             samples: s.samples,
+            sample_batch: s.sample_batch,
             seed: s.seed,
             likelihood: preset.likelihood.as_str().to_owned(),
             likelihood_used: None,

@@ -159,7 +159,12 @@ pub(crate) fn reconstruct_series(
             job.prior,
             &settings,
             mri_scale.unwrap_or(1.0),
-            &mut |done, _| progress(done_before + done, total_steps),
+            &mut |done, total| {
+                progress(
+                    done_before + done * steps_per_batch / total.max(1),
+                    total_steps,
+                )
+            },
         )
         .context("DPS")?;
         means.extend(per_slice(&rec.mean)?);

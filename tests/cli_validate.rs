@@ -399,6 +399,11 @@ fn mr_validation_of_a_simulated_case_and_of_the_same_case_again() {
     .concat();
     ok(&dps_recon(&split));
     assert_eq!(report(&third)["dps"]["sample_batch"], 1);
+    let md = std::fs::read_to_string(third.join("report.md")).unwrap();
+    assert!(
+        md.contains("2 sample(s) per slice (1 at a time), seed 5"),
+        "{md}"
+    );
     sample_batches_are_independent_chains(&first.join("raw/slice_0001.dcm"), &card);
 }
 

@@ -736,7 +736,7 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
         info.prior.precision
     );
     md += &format!(
-        "- DPS: {} steps, ζ = {} ({} guidance, {} clamp gradient, refinement {}), {}, {} sample(s) per slice, seed {}\n",
+        "- DPS: {} steps, ζ = {} ({} guidance, {} clamp gradient, refinement {}), {}, {} sample(s) per slice{}, seed {}\n",
         info.dps.steps,
         info.dps.zeta,
         info.dps.guidance,
@@ -747,6 +747,10 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
             None => "DDPM".into(),
         },
         info.dps.samples,
+        match info.dps.sample_batch {
+            Some(k) if k < info.dps.samples => format!(" ({k} at a time)"),
+            _ => String::new(),
+        },
         info.dps.seed
     );
     for b in &v.baselines {

@@ -101,6 +101,53 @@ fn traced_module_runs_in_bf16() {
     assert!((&g[0] - expect_grad).abs().max().double_value(&[]) < 1e-2);
 }
 
+/// A module that raises mid-chain (it passed the load and size checks at t = 0
+/// and T − 1) ends `validate` with an error naming the failure and exit code 2,
+/// where the process used to die of the panic (exit code 101).
+#[test]
+fn a_module_failing_mid_chain_ends_validate_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = export(
+        dir.path(),
+        "import sys, torch\n\
+         class Eps(torch.nn.Module):\n\
+         \x20   def forward(self, x, t):\n\
+         \x20       if bool(((t > 0) & (t < 999)).any()):\n\
+         \x20           raise RuntimeError('mid-chain failure')\n\
+         \x20       return x * 0.0\n\
+         torch.jit.script(Eps()).save(sys.argv[1])\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+        .args(["--threads", "1", "validate", "--source", "shepp-logan-hu"])
+        .args([
+            "--size",
+            "16",
+            "--views",
+            "6",
+            "--steps",
+            "5",
+            "--samples",
+            "1",
+        ])
+        .args([
+            "--baselines",
+            "fbp",
+            "--prior",
+            card.to_str().unwrap(),
+            "-o",
+        ])
+        .arg(dir.path().join("val"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error: internal error: TorchScript prior")
+            && stderr.contains("mid-chain failure"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bad_card_names_the_file() {
     let dir = tempfile::tempdir().unwrap();

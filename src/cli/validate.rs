@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use dps_recon::pipeline::panics::catch_internal;
 use dps_recon::pipeline::preset::MriScale;
 use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance, Refine};
 use dps_recon::pipeline::simulate::{simulate, write_simulation, SimulationConfig};
@@ -195,10 +196,12 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             .expect("valid template"),
     );
     let slices = case.len();
-    let validation = validate(&case, &prior, &settings, device, &mut |i, done, total| {
-        bar.set_message(format!("{}/{slices}", i + 1));
-        bar.set_length((slices * total) as u64);
-        bar.set_position((i * total + done) as u64);
+    let validation = catch_internal(|| {
+        validate(&case, &prior, &settings, device, &mut |i, done, total| {
+            bar.set_message(format!("{}/{slices}", i + 1));
+            bar.set_length((slices * total) as u64);
+            bar.set_position((i * total + done) as u64);
+        })
     })?;
     bar.finish_and_clear();
     let info = ReportInfo {

@@ -4,6 +4,7 @@
 //! ([`batch`]); [`simulate`] and [`validate`] make and score test data.
 
 pub mod batch;
+pub mod panics;
 pub mod preset;
 pub mod problem;
 pub mod reconstruct;

@@ -19,7 +19,6 @@ pub mod manifest;
 mod series;
 
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -36,6 +35,7 @@ pub use lock::{LockError, OutputLock};
 pub use manifest::{Manifest, SeriesStatus};
 
 use self::manifest::{Parameters, PresetRecord, PriorRecord, Software, MANIFEST_VERSION};
+use super::panics::catch_internal;
 use super::preset::{sha256_file, sha256_hex, Preset};
 use super::reconstruct::{Baseline, DpsSettings};
 use crate::dicom::ReadLimits;
@@ -460,7 +460,7 @@ fn run_series(
         .make_temp()
         .with_context(|| format!("creating {}", dirs.temp.display()))
         .and_then(|()| {
-            catch_unwind(AssertUnwindSafe(|| {
+            catch_internal(|| {
                 series::reconstruct_series(
                     &job,
                     &planned.input,
@@ -468,8 +468,7 @@ fn run_series(
                     &mut manifest,
                     &mut |done, total| observer.steps(done, total),
                 )
-            }))
-            .unwrap_or_else(|panic| Err(anyhow::anyhow!("internal error: {}", panic_text(&panic))))
+            })
         })
         .and_then(|()| {
             manifest.status = SeriesStatus::Done;
@@ -603,46 +602,6 @@ fn baseline_record(b: Baseline) -> serde_json::Value {
     }
 }
 
-/// The message of a caught panic, without the C++ stack that libtorch's errors
-/// carry after their first line ("Exception raised from …", "frame #0: …", with
-/// the newline escaped when the error was debug-printed by an `unwrap`).
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    let text = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "panic".to_owned());
-    let end = [
-        "\\nException raised from",
-        "\\nframe #",
-        "\nException raised from",
-        "\nframe #",
-    ]
-    .iter()
-    .filter_map(|marker| text.find(marker))
-    .min();
-    match end {
-        Some(end) => text[..end].to_owned(),
-        None => text,
-    }
-}
-
 fn now_utc() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::panic_text;
-
-    #[test]
-    fn panic_text_drops_libtorchs_stack() {
-        let torch = "called `Result::unwrap()` on an `Err` value: Torch(\"DefaultCPUAllocator: \
-                     can't allocate memory: you tried to allocate 21960000000 bytes.\\nframe #0: \
-                     c10::ThrowEnforceNotMet + 0x6a\\nframe #1: …\")";
-        let text = panic_text(&(Box::new(torch.to_owned()) as Box<dyn std::any::Any + Send>));
-        assert!(text.ends_with("21960000000 bytes."), "{text}");
-        let plain: Box<dyn std::any::Any + Send> = Box::new("no stack here");
-        assert_eq!(panic_text(&plain), "no stack here");
-    }
 }

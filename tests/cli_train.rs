@@ -131,6 +131,7 @@ fn options_that_cannot_train_are_refused() {
         ("--ema", "1", "must be a number in [0, 1), got 1"),
         ("--nifti-scale", "0", "must be a finite number > 0, got 0"),
         ("--min-foreground", "2", "must be a number in [0, 1], got 2"),
+        ("--precision", "fp16", "unknown precision 'fp16': expected f32 or bf16"),
     ] {
         let result = bin()
             .args(["train", "--data", "phantoms:mr", "--name", "t", "-o"])

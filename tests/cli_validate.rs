@@ -54,6 +54,7 @@ fn tiny_prior(dir: &Path, style: PhantomStyle) -> PathBuf {
         checkpoint_every: 2,
         log_every: 1,
         device: Device::Cpu,
+        precision: Default::default(),
     };
     train(&cfg, &TrainingData::Phantoms(style.into()), &mut |_, _| {})
         .unwrap()

@@ -35,6 +35,7 @@ fn config(out: &std::path::Path, steps: u64) -> TrainConfig {
         checkpoint_every: 2,
         log_every: 1,
         device: Device::Cpu,
+        precision: Default::default(),
     }
 }
 
@@ -106,6 +107,59 @@ fn resumed_run_matches_uninterrupted_run() {
     let x = Tensor::zeros([1, 1, 16, 16], (tch::Kind::Float, Device::Cpu));
     let eps = prior.model.eps(&x, &Tensor::from_slice(&[10i64]));
     assert_eq!(eps.size(), [1, 1, 16, 16]);
+}
+
+/// The loss of each step of a run of `cfg`.
+fn losses_of(cfg: &TrainConfig, data: &TrainingData) -> Vec<f64> {
+    let mut losses = Vec::new();
+    train(cfg, data, &mut |_, l| losses.push(l)).unwrap();
+    losses
+}
+
+#[test]
+fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
+    let bf16 = |dir: &std::path::Path, steps| TrainConfig {
+        precision: Precision::Bf16,
+        ..config(dir, steps)
+    };
+    let (f32_dir, straight, resumed) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let reference = losses_of(&config(f32_dir.path(), 4), &data);
+    let losses = losses_of(&bf16(straight.path(), 4), &data);
+    // Same batches, same initial weights: bf16 rounding moves the loss a little,
+    // and does move it (the network did run in bf16), from step 2 on: the zero
+    // output layer makes step 1's ε̂ = 0 in any precision.
+    for (a, b) in reference.iter().zip(&losses) {
+        assert!(
+            (a - b).abs() < 0.02 * a,
+            "f32 {reference:?} vs bf16 {losses:?}"
+        );
+    }
+    assert_eq!(reference[0], losses[0]);
+    assert!(reference[1..].iter().zip(&losses[1..]).all(|(a, b)| a != b));
+
+    losses_of(&bf16(resumed.path(), 2), &data);
+    losses_of(&bf16(resumed.path(), 4), &data);
+    let (a, b) = (weights(straight.path()), weights(resumed.path()));
+    for ((na, ta), (_, tb)) in a.iter().zip(&b) {
+        // Master weights, their EMA and the files stay in f32.
+        assert_eq!(ta.kind(), tch::Kind::Float, "{na}");
+        assert!(ta.equal(tb), "{na} differs after resuming in bf16");
+    }
+    let info = std::fs::read_to_string(resumed.path().join("checkpoint.json")).unwrap();
+    assert!(info.contains(r#""precision": "bf16""#), "{info}");
+
+    // An f32 checkpoint may go on in bf16, as the data may change: the weights mean
+    // the same; the checkpoint then records the new stretch's precision.
+    losses_of(&bf16(f32_dir.path(), 6), &data);
+    let info = std::fs::read_to_string(f32_dir.path().join("checkpoint.json")).unwrap();
+    assert!(info.contains(r#""step": 6"#) && info.contains(r#""precision": "bf16""#));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use dps_recon::dicom::{read_series, scan_folder, ReadLimits};
 use dps_recon::phantom::{PhantomFamily, PhantomStyle};
 use dps_recon::prior::train::{train, TrainConfig, TrainingData};
-use dps_recon::prior::{intensity, BetaSchedule, IntensityMap, UNetConfig};
+use dps_recon::prior::{intensity, BetaSchedule, IntensityMap, Precision, UNetConfig};
 use dps_recon::volume::{square_resample, Volume};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::Tensor;
@@ -68,6 +68,12 @@ pub struct Args {
     /// (default: 0,1 for MR data, −1000,1500 HU for CT phantoms).
     #[arg(long, value_parser = parse_pair)]
     intensity_range: Option<(f64, f64)>,
+    /// Format of the network's forward and backward pass: `f32`, or `bf16` (mixed
+    /// precision: bf16 on a copy of the weights, master weights, Adam and EMA in
+    /// f32; faster on CPUs with AVX512-BF16 or AMX and on recent GPUs; a run
+    /// resumes only in the precision it began with; docs/priors.md, 'Precision').
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -159,6 +165,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         checkpoint_every: args.checkpoint_every.max(1),
         log_every: args.log_every.max(1),
         device,
+        precision: args.precision,
     };
     let bar = ProgressBar::new(args.steps);
     bar.set_style(

@@ -14,10 +14,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-/// The number format of the prior network's weights and activations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The number format of the prior network's weights and activations; in files
+/// (a training checkpoint), its `--precision` text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// IEEE single precision, as the priors were trained.
     #[default]
@@ -90,6 +93,10 @@ mod tests {
         ] {
             assert_eq!(text.parse::<Precision>(), Ok(p));
             assert_eq!(p.to_string().parse::<Precision>(), Ok(p));
+            // Files hold the same text.
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{p}\""));
+            assert_eq!(serde_json::from_str::<Precision>(&json).unwrap(), p);
         }
         assert_eq!(Precision::Bf16.kind(), Kind::BFloat16);
         let err = "fp16".parse::<Precision>().unwrap_err();

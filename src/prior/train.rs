@@ -1,6 +1,12 @@
 //! Training of the built-in UNet prior: the DDPM ε-objective with Adam, EMA
 //! weights, random crops and flips, resumable checkpoints and a loss log.
 //!
+//! Precision: f32, or mixed bf16 (`precision = Bf16`): the network's forward and
+//! backward pass run on a bfloat16 copy of the weights, refreshed from the f32
+//! master weights before every step; the loss, the gradient clipping, Adam, its
+//! moments, the EMA and every file stay in f32. bf16 keeps f32's exponent range,
+//! so no loss scaling is needed.
+//!
 //! Deterministic for a seed: every random draw of step k (images, crops, flips, t,
 //! ε) comes from a ChaCha stream seeded by (seed, k), and dropout's masks from
 //! libtorch's generator seeded by the same value, so a run resumed from a
@@ -31,6 +37,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::card::{IntensityMap, ModelCard, ModelFormat, TrainingRecord};
 use super::intensity;
+use super::precision::Precision;
 use super::schedule::{BetaSchedule, Schedule};
 use super::unet::{UNet, UNetConfig};
 use crate::phantom::PhantomFamily;
@@ -64,6 +71,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     pub log_every: u64,
     pub device: Device,
+    /// The format of the forward and backward pass (the master weights, Adam and
+    /// the EMA stay in f32).
+    pub precision: Precision,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -82,6 +92,11 @@ struct CheckpointInfo {
     /// Unit and physical range (the percentile of MR cards is made at the end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     intensity: Option<IntensityMap>,
+    /// The forward and backward pass's format of the stretch that wrote it
+    /// (absent: f32, as before it was recorded). A resumed run may change it, as
+    /// it may change the data: the weights mean the same.
+    #[serde(default)]
+    precision: Precision,
 }
 
 impl CheckpointInfo {
@@ -156,10 +171,15 @@ impl Adam {
         }
     }
 
-    /// Applies step number `t` (1-based) and clears the gradients.
-    fn step(&mut self, params: &mut [Tensor], t: u64) {
+    /// Applies step number `t` (1-based) to the f32 `params` with the gradients
+    /// held by `grads_in` (the parameters themselves, or their bf16 working copy;
+    /// cast to f32 here), and clears those gradients.
+    fn step(&mut self, params: &mut [Tensor], grads_in: &[Tensor], t: u64) {
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+            let grads: Vec<Tensor> = grads_in
+                .iter()
+                .map(|w| w.grad().to_kind(Kind::Float))
+                .collect();
             // Each gradient's squared norm on its device, read back in one copy
             // (not one per parameter, each a device sync), summed here in order.
             let squares: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Double)).collect();
@@ -170,18 +190,19 @@ impl Adam {
                 .sqrt();
             let clip = if total > 1.0 { 1.0 / total } else { 1.0 };
             let (c1, c2) = (1.0 - Self::B1.powi(t as i32), 1.0 - Self::B2.powi(t as i32));
-            for (((p, g), m), v) in params
+            for ((((p, g), m), v), w) in params
                 .iter_mut()
                 .zip(&grads)
                 .zip(&mut self.m)
                 .zip(&mut self.v)
+                .zip(grads_in)
             {
                 let g = g * clip;
                 *m = &*m * Self::B1 + &g * (1.0 - Self::B1);
                 *v = &*v * Self::B2 + g.square() * (1.0 - Self::B2);
                 let upd = (&*m / c1) / ((&*v / c2).sqrt() + 1e-8) * self.lr;
                 let _ = p.f_sub_(&upd).expect("parameter update");
-                let _ = p.grad().zero_();
+                let _ = w.grad().zero_();
             }
         });
     }
@@ -243,7 +264,15 @@ pub fn train(
     // should not train two priors at once).
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(cfg.device);
-    let net = UNet::new(&vs.root(), &cfg.architecture);
+    let master = UNet::new(&vs.root(), &cfg.architecture);
+    // With bf16, the network that runs is a working copy, refreshed each step.
+    let working = (cfg.precision != Precision::F32).then(|| {
+        let mut w = nn::VarStore::new(cfg.device);
+        let net = UNet::new(&w.root(), &cfg.architecture);
+        w.set_kind(cfg.precision.kind());
+        (w, net)
+    });
+    let net = working.as_ref().map_or(&master, |(_, net)| net);
     let ema_vs = {
         let mut e = nn::VarStore::new(cfg.device);
         let _ = UNet::new(&e.root(), &cfg.architecture);
@@ -260,6 +289,14 @@ pub fn train(
         .iter()
         .map(|n| ema_vs.variables()[n].shallow_clone())
         .collect();
+    // The tensors whose gradients the backward pass fills, in `names` order.
+    let grads_in: Vec<Tensor> = match &working {
+        Some((w, _)) => names
+            .iter()
+            .map(|n| w.variables()[n].shallow_clone())
+            .collect(),
+        None => params.iter().map(Tensor::shallow_clone).collect(),
+    };
     let mut adam = Adam::new(&params, cfg.learning_rate);
 
     let files = CheckpointFiles::in_dir(&cfg.out_dir);
@@ -304,6 +341,14 @@ pub fn train(
             Ok(())
         })?;
         (step, seconds, last_loss) = (info.step, info.seconds, info.last_loss);
+        if info.precision != cfg.precision {
+            tracing::info!(
+                "the checkpoint's steps ran in {}; the steps from {} run in {}",
+                info.precision,
+                step + 1,
+                cfg.precision
+            );
+        }
         saved = Some(step);
         tracing::info!(step, "resumed from {}", files.info.display());
     }
@@ -339,9 +384,16 @@ pub fn train(
         let x_t = &x0 * ab.sqrt() + &eps * (-&ab + 1.0).sqrt();
         let t = Tensor::from_slice(&t).to_device(cfg.device);
 
-        let loss = (net.forward_t(&x_t, &t, true) - &eps)
-            .square()
-            .mean(Kind::Float);
+        if working.is_some() {
+            tch::no_grad(|| {
+                for (w, p) in grads_in.iter().zip(&params) {
+                    w.shallow_clone().copy_(p);
+                }
+            });
+        }
+        let p = cfg.precision;
+        let eps_hat = p.cast_out(net.forward_t(&p.cast_in(&x_t), &t, true), &x_t);
+        let loss = (eps_hat - &eps).square().mean(Kind::Float);
         loss.backward();
         let value = loss.double_value(&[]);
         // Stop before the update, so that the last checkpoint stays usable.
@@ -356,7 +408,7 @@ pub fn train(
             }
         );
         step += 1;
-        adam.step(&mut params, step);
+        adam.step(&mut params, &grads_in, step);
         let decay = ema_decay(cfg.ema_decay, step);
         tch::no_grad(|| {
             for (e, p) in ema.iter().zip(&params) {
@@ -387,6 +439,7 @@ pub fn train(
                     reference_p999: None,
                     ..cfg.intensity.clone()
                 }),
+                precision: cfg.precision,
             };
             files.save(&names, &params, &ema, &adam, &info)?;
             saved = Some(step);

@@ -45,6 +45,7 @@ fn step_seconds(precision: Precision) -> Vec<f64> {
         log_every: 1,
         device: Device::Cpu,
         precision,
+        validation_images: 0,
     };
     let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Ct));
     let mut ticks = Vec::new();

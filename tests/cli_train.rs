@@ -131,7 +131,11 @@ fn options_that_cannot_train_are_refused() {
         ("--ema", "1", "must be a number in [0, 1), got 1"),
         ("--nifti-scale", "0", "must be a finite number > 0, got 0"),
         ("--min-foreground", "2", "must be a number in [0, 1], got 2"),
-        ("--precision", "fp16", "unknown precision 'fp16': expected f32 or bf16"),
+        (
+            "--precision",
+            "fp16",
+            "unknown precision 'fp16': expected f32 or bf16",
+        ),
     ] {
         let result = bin()
             .args(["train", "--data", "phantoms:mr", "--name", "t", "-o"])
@@ -148,4 +152,71 @@ fn options_that_cannot_train_are_refused() {
         );
         assert!(!out.exists(), "{option} {value}");
     }
+}
+
+/// `--val-images` on a NIfTI volume holds slices out, spread along the volume
+/// after `--exclude-z`, names their z in the card and scores them per checkpoint.
+#[test]
+fn nifti_validation_slices_are_named_in_the_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vol.nii");
+    let mut vol = ndarray::Array3::<f32>::zeros((24, 24, 20));
+    for ((x, y, z), v) in vol.indexed_iter_mut() {
+        if (4..20).contains(&x) && (4..20).contains(&y) {
+            *v = 100.0 + 10.0 * z as f32;
+        }
+    }
+    nifti::writer::WriterOptions::new(&path)
+        .write_nifti(&vol)
+        .unwrap();
+    let out = dir.path().join("prior");
+    let result = bin()
+        .args([
+            "--device", "cpu", "-q", "train", "--arch", "tiny", "--size", "16",
+        ])
+        .args(["--steps", "2", "--batch-size", "2", "--name", "t"])
+        .args(["--exclude-z", "5-9", "--val-images", "3"])
+        .arg(format!("--data=nifti:{}", path.display()))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    let training = ModelCard::read(&out.join("t.json"))
+        .unwrap()
+        .training
+        .unwrap();
+    // 15 slices left (z = 0…4, 10…19); positions 2, 7, 12 of them.
+    assert!(
+        training
+            .data
+            .contains("validation slices z = 2, 12, 17, held out of training"),
+        "{}",
+        training.data
+    );
+    let validation = training.validation.unwrap();
+    assert_eq!(validation.held_out, [2, 7, 12]);
+    let log = std::fs::read_to_string(out.join("val_loss.csv")).unwrap();
+    assert!(log.starts_with("step,val_loss\n2,"), "{log}");
+
+    // Holding out every slice is refused, naming the volume.
+    let result = bin()
+        .args([
+            "--device", "cpu", "-q", "train", "--arch", "tiny", "--size", "16",
+        ])
+        .args(["--steps", "2", "--name", "t", "--exclude-z", "0-15"])
+        .args(["--val-images", "4"])
+        .arg(format!("--data=nifti:{}", path.display()))
+        .arg("--out")
+        .arg(dir.path().join("none"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("vol.nii: cannot hold out 4 of 4 training images"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("none").exists());
 }

@@ -55,6 +55,7 @@ fn tiny_prior(dir: &Path, style: PhantomStyle) -> PathBuf {
         log_every: 1,
         device: Device::Cpu,
         precision: Default::default(),
+        validation_images: 0,
     };
     train(&cfg, &TrainingData::Phantoms(style.into()), &mut |_, _| {})
         .unwrap()

@@ -36,6 +36,7 @@ fn config(out: &std::path::Path, steps: u64) -> TrainConfig {
         log_every: 1,
         device: Device::Cpu,
         precision: Default::default(),
+        validation_images: 0,
     }
 }
 
@@ -160,6 +161,111 @@ fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
     losses_of(&bf16(f32_dir.path(), 6), &data);
     let info = std::fs::read_to_string(f32_dir.path().join("checkpoint.json")).unwrap();
     assert!(info.contains(r#""step": 6"#) && info.contains(r#""precision": "bf16""#));
+}
+
+/// Five distinct 20×20 training images (MR phantoms).
+fn five_images() -> Vec<Tensor> {
+    (0..5)
+        .map(|seed| PhantomFamily::of(PhantomStyle::Mr).sample(20, seed))
+        .collect()
+}
+
+#[test]
+fn validation_images_are_held_out_and_scored_at_every_checkpoint() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let images = five_images();
+    let with_validation = |dir: &std::path::Path, steps| TrainConfig {
+        validation_images: 2,
+        ..config(dir, steps)
+    };
+    let (straight, resumed, without) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let data = TrainingData::Images(images.iter().map(Tensor::shallow_clone).collect());
+    let summary = train(&with_validation(straight.path(), 4), &data, &mut |_, _| {}).unwrap();
+
+    // Images 1 and 3 of 5 are held out: training on the other three alone gives
+    // the same weights.
+    let rest = [0, 2, 4]
+        .iter()
+        .map(|&i| images[i].shallow_clone())
+        .collect();
+    train(
+        &config(without.path(), 4),
+        &TrainingData::Images(rest),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    for ((na, ta), (_, tb)) in weights(straight.path())
+        .iter()
+        .zip(&weights(without.path()))
+    {
+        assert!(ta.equal(tb), "{na}: held-out images were trained on");
+    }
+
+    // A line per checkpoint (every 2 steps); the card holds the last.
+    let log = std::fs::read_to_string(straight.path().join("val_loss.csv")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert_eq!(lines[0], "step,val_loss");
+    assert!(
+        lines[1].starts_with("2,") && lines[2].starts_with("4,"),
+        "{log}"
+    );
+    let last: f64 = lines[2].split(',').nth(1).unwrap().parse().unwrap();
+    let card = ModelCard::read(&summary.card_path).unwrap();
+    let v = card.training.unwrap().validation.unwrap();
+    assert_eq!((v.images, v.held_out.clone()), (2, vec![1, 3]));
+    assert_eq!(
+        v.timesteps,
+        [50, 150, 250, 350, 450, 550, 650, 750, 850, 950]
+    );
+    assert!(
+        (v.loss - last).abs() < 1e-6 && v.loss > 0.0,
+        "{} vs {last}",
+        v.loss
+    );
+
+    // Resumed: the same scores on the same inputs.
+    train(&with_validation(resumed.path(), 2), &data, &mut |_, _| {}).unwrap();
+    train(&with_validation(resumed.path(), 4), &data, &mut |_, _| {}).unwrap();
+    let again = std::fs::read_to_string(resumed.path().join("val_loss.csv")).unwrap();
+    assert_eq!(again, log);
+
+    // Holding out every image is refused before anything is written.
+    let empty = tempfile::tempdir().unwrap();
+    let all = TrainConfig {
+        validation_images: 5,
+        ..config(&empty.path().join("out"), 2)
+    };
+    let err = refused(&all, &data);
+    assert!(err.contains("cannot hold out 5 of 5"), "{err}");
+    assert!(!empty.path().join("out").exists());
+}
+
+#[test]
+fn phantom_validation_scores_fixed_unseen_phantoms() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        validation_images: 3,
+        ..config(dir.path(), 2)
+    };
+    let summary = train(&cfg, &data, &mut |_, _| {}).unwrap();
+    let v = ModelCard::read(&summary.card_path)
+        .unwrap()
+        .training
+        .unwrap()
+        .validation
+        .unwrap();
+    assert_eq!(v.images, 3);
+    assert_eq!(v.held_out.len(), 3);
+    assert!(v.held_out.windows(2).all(|w| w[1] == w[0] + 1));
+    assert!(v.loss.is_finite() && v.loss > 0.0);
 }
 
 #[test]

@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use clap::ValueEnum;
 use dps_recon::dicom::{read_series, scan_folder, ReadLimits};
 use dps_recon::phantom::{PhantomFamily, PhantomStyle};
-use dps_recon::prior::train::{train, TrainConfig, TrainingData};
+use dps_recon::prior::train::{
+    train, validation_split, TrainConfig, TrainingData, MAX_VALIDATION_IMAGES,
+};
 use dps_recon::prior::{intensity, BetaSchedule, IntensityMap, Precision, UNetConfig};
 use dps_recon::volume::{square_resample, Volume};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -74,6 +76,12 @@ pub struct Args {
     /// resumes only in the precision it began with; docs/priors.md, 'Precision').
     #[arg(long, default_value = "f32")]
     precision: Precision,
+    /// Images held out of training to score the EMA weights at every checkpoint
+    /// (`val_loss.csv`, the card's `training.validation`): image data lose that
+    /// many images, spread evenly over the loaded order (for nifti, all along the
+    /// volume); phantom data score that many fixed phantoms. 0…256; 0: none.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MAX_VALIDATION_IMAGES as i64))]
+    val_images: u16,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -166,6 +174,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         log_every: args.log_every.max(1),
         device,
         precision: args.precision,
+        validation_images: usize::from(args.val_images),
     };
     let bar = ProgressBar::new(args.steps);
     bar.set_style(
@@ -224,6 +233,18 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
             images.push(vol.axial_resampled(z, args.size) / args.nifti_scale);
         }
         anyhow::ensure!(!images.is_empty(), "{path}: no slices left for training");
+        let validation = match args.val_images {
+            0 => String::new(),
+            n => {
+                let held = validation_split(used.len(), n.into())
+                    .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+                let z: Vec<String> = held.iter().map(|&i| used[i].to_string()).collect();
+                format!(
+                    "; validation slices z = {}, held out of training",
+                    z.join(", ")
+                )
+            }
+        };
         let excluded: Vec<String> = args
             .exclude_z
             .iter()
@@ -231,7 +252,7 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
             .collect();
         let description = format!(
             "{path}: {} axial slices (z = {}…{}, excluded z {}), zero-padded to square, \
-             resampled to {}², values / {}",
+             resampled to {}², values / {}{validation}",
             used.len(),
             used.first().copied().unwrap_or(0),
             used.last().copied().unwrap_or(0),

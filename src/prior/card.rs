@@ -101,6 +101,25 @@ pub struct TrainingRecord {
     pub date: String,
     /// Wall-clock seconds of training, summed over resumed stretches.
     pub seconds: f64,
+    /// The held-out validation images and the EMA weights' loss on them
+    /// (`train --val-images`); absent when none were held out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationRecord>,
+}
+
+/// The validation loss of a training run: the EMA weights' mean ε-MSE, in f32, on
+/// the centre crops of images held out of training, each noised at the fixed
+/// `timesteps` with fixed seeded noise, so checkpoints compare on the same draws.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationRecord {
+    /// Number of held-out images.
+    pub images: usize,
+    /// Which: positions in the loaded image list (image data), or phantom seeds.
+    pub held_out: Vec<u64>,
+    pub timesteps: Vec<i64>,
+    /// At the last step.
+    pub loss: f64,
 }
 
 impl ModelCard {

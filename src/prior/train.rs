@@ -21,6 +21,8 @@
 //!   checkpoint torn by a kill is detected. Two files keep each under 20 MB for the
 //!   shipped priors;
 //! - `loss.csv`: `step,loss` (mean ε-MSE over each `log_every` window);
+//! - `val_loss.csv`: `step,val_loss`, at every checkpoint, with `validation_images`
+//!   held out ([`Validation`]);
 //! - `<name>.safetensors` + `<name>.json`: the EMA weights and the model card.
 
 use std::collections::BTreeMap;
@@ -35,7 +37,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use super::card::{IntensityMap, ModelCard, ModelFormat, TrainingRecord};
+use super::card::{IntensityMap, ModelCard, ModelFormat, TrainingRecord, ValidationRecord};
 use super::intensity;
 use super::precision::Precision;
 use super::schedule::{BetaSchedule, Schedule};
@@ -74,6 +76,139 @@ pub struct TrainConfig {
     /// The format of the forward and backward pass (the master weights, Adam and
     /// the EMA stay in f32).
     pub precision: Precision,
+    /// Images held out of training for the validation loss (0: none); see
+    /// [`validation_split`] and [`Validation`].
+    pub validation_images: usize,
+}
+
+/// Most validation images (`--val-images`): each is noised at every one of the
+/// [`Validation::TIMESTEPS`], and all are kept in memory.
+pub const MAX_VALIDATION_IMAGES: usize = 256;
+
+/// Positions of the `n` images held out of `len` loaded images for validation:
+/// spread evenly, `(2k + 1)·len / (2n)` for k = 0…n−1 (for a volume's slices, from
+/// all along it). Fails unless 0 < n < len, which leaves training images.
+pub fn validation_split(len: usize, n: usize) -> Result<Vec<usize>, String> {
+    if n == 0 || n >= len {
+        return Err(format!(
+            "cannot hold out {n} of {len} training images for validation \
+             (--val-images must leave at least one for training)"
+        ));
+    }
+    Ok((0..n).map(|k| (2 * k + 1) * len / (2 * n)).collect())
+}
+
+/// Seeds of validation phantoms: `VALIDATION_PHANTOM_SEED + k`. Training phantoms
+/// take uniform 64-bit seeds, so a clash is a 2⁻⁶⁴ chance per image.
+const VALIDATION_PHANTOM_SEED: u64 = 0xFFFF_FFFF_0000_0000;
+
+/// The validation loss: the mean ε-MSE of a network on held-out images, each
+/// (centre crop, in the model's range) noised at every one of [`Self::TIMESTEPS`]
+/// with noise drawn once from the run's seed, so that every checkpoint is scored
+/// on the same inputs. Evaluated in f32, without dropout.
+pub struct Validation {
+    x_t: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    held_out: Vec<u64>,
+}
+
+impl Validation {
+    /// Ten timesteps spread over the 1000-step schedule, t = 50, 150, …, 950
+    /// (scaled for schedules of another length).
+    pub const TIMESTEPS: usize = 10;
+
+    fn timesteps(schedule: &Schedule) -> Vec<i64> {
+        let k = Self::TIMESTEPS;
+        (0..k)
+            .map(|i| ((2 * i + 1) * schedule.len() / (2 * k)) as i64)
+            .collect()
+    }
+
+    /// The held-out images of `data` and the training data without them.
+    fn split(
+        cfg: &TrainConfig,
+        data: &TrainingData,
+        schedule: &Schedule,
+    ) -> anyhow::Result<(Option<Self>, Option<TrainingData>)> {
+        let n = cfg.validation_images;
+        if n == 0 {
+            return Ok((None, None));
+        }
+        anyhow::ensure!(
+            n <= MAX_VALIDATION_IMAGES,
+            "{n} validation images: at most {MAX_VALIDATION_IMAGES}"
+        );
+        let s = cfg.image_size;
+        let crop = |img: &Tensor| {
+            let (h, w) = (img.size()[0], img.size()[1]);
+            img.narrow(0, (h - s) / 2, s).narrow(1, (w - s) / 2, s)
+        };
+        let (images, held_out, kept) = match data {
+            TrainingData::Images(images) => {
+                let pick = validation_split(images.len(), n).map_err(anyhow::Error::msg)?;
+                let held: Vec<Tensor> = pick.iter().map(|&i| crop(&images[i])).collect();
+                let kept = images
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !pick.contains(i))
+                    .map(|(_, im)| im.shallow_clone())
+                    .collect();
+                let pick = pick.iter().map(|&i| i as u64).collect();
+                (held, pick, Some(TrainingData::Images(kept)))
+            }
+            TrainingData::Phantoms(family) => {
+                let seeds: Vec<u64> = (0..n as u64).map(|k| VALIDATION_PHANTOM_SEED + k).collect();
+                let held = seeds
+                    .iter()
+                    .map(|&seed| family.sample(s as usize, seed))
+                    .collect();
+                (held, seeds, None)
+            }
+        };
+        let (scale, offset) = cfg.intensity.to_model_affine();
+        let x0 = (Tensor::stack(&images, 0).unsqueeze(1).to_kind(Kind::Float) * scale + offset)
+            .clamp(-1.0, 1.0);
+        let steps = Self::timesteps(schedule);
+        let k = steps.len() as i64;
+        // Every image at every timestep: image-major, [n·k, 1, s, s].
+        let x0 = x0.repeat_interleave_self_int(k, 0, None);
+        let t: Vec<i64> = (0..n).flat_map(|_| steps.iter().copied()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5641_4C49_4441_5445); // "VALIDATE"
+        let eps = normal(&mut rng, &x0.size());
+        let ab: Vec<f32> = t
+            .iter()
+            .map(|&t| schedule.alphas_cumprod[t as usize] as f32)
+            .collect();
+        let ab = Tensor::from_slice(&ab).view([-1, 1, 1, 1]);
+        let x_t = &x0 * ab.sqrt() + &eps * (-&ab + 1.0).sqrt();
+        let v = Self {
+            x_t: x_t.to_device(cfg.device),
+            t: Tensor::from_slice(&t).to_device(cfg.device),
+            eps: eps.to_device(cfg.device),
+            held_out,
+        };
+        Ok((Some(v), kept))
+    }
+
+    /// Mean ε-MSE of `net` (f32 weights) over every held-out image and timestep,
+    /// `batch` inputs at a time.
+    pub fn loss(&self, net: &UNet, batch: i64) -> f64 {
+        tch::no_grad(|| {
+            let n = self.t.size()[0];
+            let mut sum = 0.0;
+            for start in (0..n).step_by(batch.max(1) as usize) {
+                let len = batch.min(n - start);
+                let x = self.x_t.narrow(0, start, len);
+                let eps_hat = net.forward_t(&x, &self.t.narrow(0, start, len), false);
+                sum += (eps_hat - self.eps.narrow(0, start, len))
+                    .square()
+                    .sum(Kind::Double)
+                    .double_value(&[]);
+            }
+            sum / self.eps.numel() as f64
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -245,8 +380,6 @@ pub fn train(
         cfg.checkpoint_every >= 1 && cfg.log_every >= 1,
         "checkpoint and log intervals must be ≥ 1"
     );
-    std::fs::create_dir_all(&cfg.out_dir)
-        .with_context(|| format!("{}: cannot create output folder", cfg.out_dir.display()))?;
     if let TrainingData::Images(images) = data {
         anyhow::ensure!(!images.is_empty(), "no training images");
         for (k, im) in images.iter().enumerate() {
@@ -259,6 +392,11 @@ pub fn train(
         }
     }
     let schedule = Schedule::new(&cfg.schedule);
+    let (validation, kept) = Validation::split(cfg, data, &schedule)?;
+    // The training images: without the held-out ones.
+    let data = kept.as_ref().unwrap_or(data);
+    std::fs::create_dir_all(&cfg.out_dir)
+        .with_context(|| format!("{}: cannot create output folder", cfg.out_dir.display()))?;
 
     // Initial weights come from libtorch's global generator: seed it (a process
     // should not train two priors at once).
@@ -273,12 +411,12 @@ pub fn train(
         (w, net)
     });
     let net = working.as_ref().map_or(&master, |(_, net)| net);
-    let ema_vs = {
+    let (ema_vs, ema_net) = {
         let mut e = nn::VarStore::new(cfg.device);
-        let _ = UNet::new(&e.root(), &cfg.architecture);
+        let net = UNet::new(&e.root(), &cfg.architecture);
         e.copy(&vs)?;
         e.freeze();
-        e
+        (e, net)
     };
     let names: Vec<String> = sorted(&vs).into_keys().collect();
     let mut params: Vec<Tensor> = names
@@ -360,6 +498,21 @@ pub fn train(
     if log.metadata()?.len() == 0 {
         writeln!(log, "step,loss")?;
     }
+    let mut val_log = match validation {
+        Some(_) => {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(cfg.out_dir.join("val_loss.csv"))?;
+            if f.metadata()?.len() == 0 {
+                writeln!(f, "step,val_loss")?;
+            }
+            Some(f)
+        }
+        None => None,
+    };
+    // The step and validation loss last measured.
+    let mut val_loss: Option<(u64, f64)> = None;
 
     let started = Instant::now();
     let mut window = (0f64, 0u64);
@@ -443,6 +596,12 @@ pub fn train(
             };
             files.save(&names, &params, &ema, &adam, &info)?;
             saved = Some(step);
+            if let (Some(v), Some(f)) = (&validation, &mut val_log) {
+                let loss = v.loss(&ema_net, cfg.batch_size);
+                writeln!(f, "{step},{loss:.6}")?;
+                tracing::info!(step, val_loss = loss, "validation");
+                val_loss = Some((step, loss));
+            }
         }
     }
     seconds += started.elapsed().as_secs_f64();
@@ -475,6 +634,15 @@ pub fn train(
             final_loss: last_loss,
             date: today(),
             seconds,
+            validation: validation.map(|v| ValidationRecord {
+                images: cfg.validation_images,
+                loss: match val_loss {
+                    Some((s, loss)) if s == step => loss,
+                    _ => v.loss(&ema_net, cfg.batch_size),
+                },
+                timesteps: Validation::timesteps(&schedule),
+                held_out: v.held_out,
+            }),
         }),
     };
     let card_path = cfg.out_dir.join(format!("{}.json", cfg.name));

@@ -220,3 +220,79 @@ fn nifti_validation_slices_are_named_in_the_card() {
     );
     assert!(!dir.path().join("none").exists());
 }
+
+/// With DICOM data, `--val-images` names the held-out images by SOPInstanceUID.
+#[test]
+fn dicom_validation_images_are_named_by_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("case");
+    let status = bin()
+        .args(["--device", "cpu", "-q", "simulate", "--modality", "ct"])
+        .args([
+            "--source",
+            "ellipses-ct:1,2,3,4",
+            "--size",
+            "32",
+            "--views",
+            "8",
+        ])
+        .arg("-o")
+        .arg(&case)
+        .status()
+        .unwrap();
+    assert!(status.success(), "simulate failed");
+    let out = dir.path().join("prior");
+    let result = bin()
+        .args([
+            "--device", "cpu", "-q", "train", "--arch", "tiny", "--size", "16",
+        ])
+        .args([
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--name",
+            "t",
+            "--val-images",
+            "2",
+        ])
+        .arg(format!("--data=dicom:{}", case.display()))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let training = ModelCard::read(&out.join("t.json"))
+        .unwrap()
+        .training
+        .unwrap();
+    assert_eq!(training.validation.unwrap().held_out, [1, 3]);
+    // Frames are in slice order: the 2nd and 4th of the image series.
+    let report = dps_recon::dicom::scan_folder(&case, Default::default());
+    let uid = |n: i64| {
+        report
+            .files
+            .iter()
+            .find(|(_, f)| {
+                f.modality == "CT"
+                    && f.instance_number == Some(n)
+                    && f.sop_class_uid.ends_with(".2")
+            })
+            .map(|(_, f)| f.sop_instance_uid.clone())
+            .unwrap()
+    };
+    let expected = format!(
+        "validation images (SOPInstanceUID[#frame]) held out of training: {}, {}",
+        uid(2),
+        uid(4)
+    );
+    assert!(
+        training.data.ends_with(&expected),
+        "{}\n{expected}",
+        training.data
+    );
+}

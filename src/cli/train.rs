@@ -267,7 +267,7 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
         return Ok((TrainingData::Images(images), "MR", (0.0, 1.0), description));
     }
     if let Some(dir) = args.data.strip_prefix("dicom:") {
-        return load_dicom(dir, args.size);
+        return load_dicom(dir, args.size, args.val_images.into());
     }
     match args.data.as_str() {
         "phantoms:ct" | "phantoms:ct-bare-skull" => {
@@ -317,6 +317,7 @@ fn load_data(args: &Args) -> anyhow::Result<(TrainingData, &'static str, (f64, f
 fn load_dicom(
     dir: &str,
     size: i64,
+    val_images: usize,
 ) -> anyhow::Result<(TrainingData, &'static str, (f64, f64), String)> {
     let limits = ReadLimits::default();
     let report = scan_folder(dir.as_ref(), limits);
@@ -324,6 +325,8 @@ fn load_dicom(
         tracing::warn!("{}: skipped: {}", e.path.display(), e.error);
     }
     let (mut images, mut modality, mut used) = (Vec::new(), None::<String>, 0usize);
+    // Each image's SOPInstanceUID, with `#frame` (1-based) in multi-frame files.
+    let mut labels = Vec::new();
     let grouping = report.series();
     for d in &grouping.duplicates {
         tracing::warn!(
@@ -374,13 +377,36 @@ fn load_dicom(
             1.0
         };
         images.extend(frames.into_iter().map(|f| f * scale));
+        let mut per_file = std::collections::HashMap::<&str, usize>::new();
+        for f in &series.frames {
+            *per_file.entry(f.sop_instance_uid.as_str()).or_default() += 1;
+        }
+        labels.extend(series.frames.iter().map(|f| {
+            if per_file[f.sop_instance_uid.as_str()] > 1 {
+                format!("{}#{}", f.sop_instance_uid, f.frame_index + 1)
+            } else {
+                f.sop_instance_uid.clone()
+            }
+        }));
         used += 1;
     }
     let Some(modality) = modality else {
         anyhow::bail!("{dir}: no CT or MR image series found");
     };
+    let validation = match val_images {
+        0 => String::new(),
+        n => {
+            let held =
+                validation_split(labels.len(), n).map_err(|e| anyhow::anyhow!("{dir}: {e}"))?;
+            let held: Vec<&str> = held.iter().map(|&i| labels[i].as_str()).collect();
+            format!(
+                "; validation images (SOPInstanceUID[#frame]) held out of training: {}",
+                held.join(", ")
+            )
+        }
+    };
     let description = format!(
-        "{dir}: {} frames of {used} {modality} image series, zero-padded to square, resampled to {size}²{}",
+        "{dir}: {} frames of {used} {modality} image series, zero-padded to square, resampled to {size}²{}{validation}",
         images.len(),
         if modality == "MR" { ", each series scaled so its 99.9th percentile is 0.8" } else { ", in HU" }
     );

@@ -49,7 +49,7 @@ fn step_seconds(precision: Precision) -> Vec<f64> {
     };
     let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Ct));
     let mut ticks = Vec::new();
-    train(&cfg, &data, &mut |_, _| ticks.push(Instant::now())).expect("training run");
+    train(&cfg, &data, &mut |_| ticks.push(Instant::now())).expect("training run");
     ticks
         .windows(2)
         .map(|w| (w[1] - w[0]).as_secs_f64())

@@ -68,7 +68,7 @@ fn tiny_prior(dir: &Path, style: PhantomStyle) -> PathBuf {
         precision: Default::default(),
         validation_images: 0,
     };
-    train(&cfg, &TrainingData::Phantoms(style.into()), &mut |_, _| {})
+    train(&cfg, &TrainingData::Phantoms(style.into()), &mut |_| {})
         .unwrap()
         .card_path
 }

@@ -199,6 +199,8 @@ fn nifti_validation_slices_are_named_in_the_card() {
     assert_eq!(validation.held_out, [2, 7, 12]);
     let log = std::fs::read_to_string(out.join("val_loss.csv")).unwrap();
     assert!(log.starts_with("step,val_loss\n2,"), "{log}");
+    let shown = format!("validation {:.4}, ", validation.loss);
+    assert!(stderr.contains(&shown), "{stderr}");
 
     // Holding out every slice is refused, naming the volume.
     let result = bin()

@@ -59,13 +59,13 @@ fn two_steps() -> (
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
-    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
+    train(&config(dir.path(), 2), &data, &mut |_| {}).unwrap();
     (serial, dir, data)
 }
 
 /// The error of a run of `cfg` that must be refused.
 fn refused(cfg: &TrainConfig, data: &TrainingData) -> String {
-    let result = train(cfg, data, &mut |_, _| {});
+    let result = train(cfg, data, &mut |_| {});
     format!("{:#}", result.err().expect("must be refused"))
 }
 
@@ -76,17 +76,17 @@ fn resumed_run_matches_uninterrupted_run() {
     let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
     let straight = tempfile::tempdir().unwrap();
     let mut losses = Vec::new();
-    train(&config(straight.path(), 4), &data, &mut |_, l| {
-        losses.push(l)
+    train(&config(straight.path(), 4), &data, &mut |p| {
+        losses.push(p.loss)
     })
     .unwrap();
     assert_eq!(losses.len(), 4);
     assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0));
 
     let resumed = tempfile::tempdir().unwrap();
-    let first = train(&config(resumed.path(), 2), &data, &mut |_, _| {}).unwrap();
+    let first = train(&config(resumed.path(), 2), &data, &mut |_| {}).unwrap();
     assert_eq!(first.step, 2);
-    let second = train(&config(resumed.path(), 4), &data, &mut |_, _| {}).unwrap();
+    let second = train(&config(resumed.path(), 4), &data, &mut |_| {}).unwrap();
     assert_eq!(second.step, 4);
 
     let (a, b) = (weights(straight.path()), weights(resumed.path()));
@@ -113,7 +113,7 @@ fn resumed_run_matches_uninterrupted_run() {
 /// The loss of each step of a run of `cfg`.
 fn losses_of(cfg: &TrainConfig, data: &TrainingData) -> Vec<f64> {
     let mut losses = Vec::new();
-    train(cfg, data, &mut |_, l| losses.push(l)).unwrap();
+    train(cfg, data, &mut |p| losses.push(p.loss)).unwrap();
     losses
 }
 
@@ -185,7 +185,16 @@ fn validation_images_are_held_out_and_scored_at_every_checkpoint() {
         tempfile::tempdir().unwrap(),
     );
     let data = TrainingData::Images(images.iter().map(Tensor::shallow_clone).collect());
-    let summary = train(&with_validation(straight.path(), 4), &data, &mut |_, _| {}).unwrap();
+    let mut reports = Vec::new();
+    let summary = train(&with_validation(straight.path(), 4), &data, &mut |p| {
+        reports.push((p.step, p.validation))
+    })
+    .unwrap();
+    // Progress after each logged step, and again after each validation.
+    let steps: Vec<u64> = reports.iter().map(|r| r.0).collect();
+    assert_eq!(steps, [1, 2, 2, 3, 4, 4]);
+    assert_eq!(reports[1].1, None);
+    assert_eq!(reports[3].1.map(|v| v.0), Some(2));
 
     // Images 1 and 3 of 5 are held out: training on the other three alone gives
     // the same weights.
@@ -196,7 +205,7 @@ fn validation_images_are_held_out_and_scored_at_every_checkpoint() {
     train(
         &config(without.path(), 4),
         &TrainingData::Images(rest),
-        &mut |_, _| {},
+        &mut |_| {},
     )
     .unwrap();
     for ((na, ta), (_, tb)) in weights(straight.path())
@@ -228,10 +237,11 @@ fn validation_images_are_held_out_and_scored_at_every_checkpoint() {
         "{} vs {last}",
         v.loss
     );
+    assert_eq!(reports[5].1, Some((4, v.loss)));
 
     // Resumed: the same scores on the same inputs.
-    train(&with_validation(resumed.path(), 2), &data, &mut |_, _| {}).unwrap();
-    train(&with_validation(resumed.path(), 4), &data, &mut |_, _| {}).unwrap();
+    train(&with_validation(resumed.path(), 2), &data, &mut |_| {}).unwrap();
+    train(&with_validation(resumed.path(), 4), &data, &mut |_| {}).unwrap();
     let again = std::fs::read_to_string(resumed.path().join("val_loss.csv")).unwrap();
     assert_eq!(again, log);
 
@@ -255,7 +265,7 @@ fn phantom_validation_scores_fixed_unseen_phantoms() {
         validation_images: 3,
         ..config(dir.path(), 2)
     };
-    let summary = train(&cfg, &data, &mut |_, _| {}).unwrap();
+    let summary = train(&cfg, &data, &mut |_| {}).unwrap();
     let v = ModelCard::read(&summary.card_path)
         .unwrap()
         .training
@@ -286,12 +296,12 @@ fn torn_checkpoint_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let data = TrainingData::Phantoms(PhantomFamily::of(PhantomStyle::Mr));
     let adam = dir.path().join("checkpoint-adam.safetensors");
-    train(&config(dir.path(), 2), &data, &mut |_, _| {}).unwrap();
+    train(&config(dir.path(), 2), &data, &mut |_| {}).unwrap();
     let old = std::fs::read(&adam).unwrap();
-    train(&config(dir.path(), 4), &data, &mut |_, _| {}).unwrap();
+    train(&config(dir.path(), 4), &data, &mut |_| {}).unwrap();
     // A kill between the two tensor files leaves the Adam moments of step 2.
     std::fs::write(&adam, old).unwrap();
-    let err = train(&config(dir.path(), 6), &data, &mut |_, _| {})
+    let err = train(&config(dir.path(), 6), &data, &mut |_| {})
         .err()
         .unwrap()
         .to_string();
@@ -340,7 +350,7 @@ fn checkpoint_for_another_network_or_unit_is_refused() {
             && err.contains("of another shape (conv_in.bias [8] (network [16])"),
         "{err}"
     );
-    let resumed = train(&config(dir.path(), 4), &data, &mut |_, _| {}).unwrap();
+    let resumed = train(&config(dir.path(), 4), &data, &mut |_| {}).unwrap();
     assert_eq!(resumed.step, 4);
 }
 
@@ -356,7 +366,7 @@ fn diverging_training_stops_and_its_checkpoint_resumes() {
         err.contains("the loss is") && err.contains("the last checkpoint, of step"),
         "{err}"
     );
-    let resumed = train(&config(dir.path(), 8), &data, &mut |_, _| {}).unwrap();
+    let resumed = train(&config(dir.path(), 8), &data, &mut |_| {}).unwrap();
     assert_eq!(resumed.step, 8);
     assert!(resumed.final_loss.is_finite());
     let card = ModelCard::read(&resumed.card_path).unwrap();

@@ -186,19 +186,31 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     if bar.is_hidden() {
         tracing::info!("training {} for {} steps", args.name, args.steps);
     }
-    let summary = train(&cfg, &data, &mut |step, loss| {
-        bar.set_position(step);
-        bar.set_message(format!("{loss:.4}"));
+    let summary = train(&cfg, &data, &mut |p| {
+        bar.set_position(p.step);
+        bar.set_message(match p.validation {
+            Some((at, v)) => format!("{:.4}, validation {v:.4} at step {at}", p.loss),
+            None => format!("{:.4}", p.loss),
+        });
         if bar.is_hidden() {
-            tracing::info!(step, loss, "training");
+            match p.validation {
+                Some((at, v)) if at == p.step => {
+                    tracing::info!(step = p.step, loss = p.loss, val_loss = v, "training")
+                }
+                _ => tracing::info!(step = p.step, loss = p.loss, "training"),
+            }
         }
     })?;
     bar.finish();
     eprintln!(
-        "trained {} to step {} (loss {:.4}, {:.0} s); model card: {}",
+        "trained {} to step {} (loss {:.4}{}, {:.0} s); model card: {}",
         args.name,
         summary.step,
         summary.final_loss,
+        summary
+            .validation_loss
+            .map(|v| format!(", validation {v:.4}"))
+            .unwrap_or_default(),
         summary.seconds,
         summary.card_path.display()
     );

@@ -347,16 +347,28 @@ impl Adam {
 pub struct TrainSummary {
     pub step: u64,
     pub final_loss: f64,
+    /// The EMA weights' validation loss at `step` (with `validation_images`).
+    pub validation_loss: Option<f64>,
     pub seconds: f64,
     pub card_path: PathBuf,
 }
 
-/// Trains (or resumes training of) a UNet prior; `progress` sees (step, loss of
-/// the last log window) after each logged window.
+/// What a training run reports as it goes.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub step: u64,
+    /// Mean ε-MSE of the last log window.
+    pub loss: f64,
+    /// The step and loss of the last validation (with `validation_images`).
+    pub validation: Option<(u64, f64)>,
+}
+
+/// Trains (or resumes training of) a UNet prior; `progress` is called after each
+/// logged window and each validation.
 pub fn train(
     cfg: &TrainConfig,
     data: &TrainingData,
-    progress: &mut dyn FnMut(u64, f64),
+    progress: &mut dyn FnMut(&Progress),
 ) -> anyhow::Result<TrainSummary> {
     cfg.architecture.check().map_err(anyhow::Error::msg)?;
     cfg.schedule.check().map_err(anyhow::Error::msg)?;
@@ -577,7 +589,11 @@ pub fn train(
         if step % cfg.log_every == 0 || step == cfg.steps {
             last_loss = window.0 / window.1 as f64;
             writeln!(log, "{step},{last_loss:.6}")?;
-            progress(step, last_loss);
+            progress(&Progress {
+                step,
+                loss: last_loss,
+                validation: val_loss,
+            });
             window = (0.0, 0);
         }
         if step % cfg.checkpoint_every == 0 || step == cfg.steps {
@@ -599,8 +615,12 @@ pub fn train(
             if let (Some(v), Some(f)) = (&validation, &mut val_log) {
                 let loss = v.loss(&ema_net, cfg.batch_size);
                 writeln!(f, "{step},{loss:.6}")?;
-                tracing::info!(step, val_loss = loss, "validation");
                 val_loss = Some((step, loss));
+                progress(&Progress {
+                    step,
+                    loss: last_loss,
+                    validation: val_loss,
+                });
             }
         }
     }
@@ -647,9 +667,15 @@ pub fn train(
     };
     let card_path = cfg.out_dir.join(format!("{}.json", cfg.name));
     card.write(&card_path)?;
+    let validation_loss = card
+        .training
+        .as_ref()
+        .and_then(|t| t.validation.as_ref())
+        .map(|v| v.loss);
     Ok(TrainSummary {
         step,
         final_loss: last_loss,
+        validation_loss,
         seconds,
         card_path,
     })

@@ -81,8 +81,8 @@ pub struct TrainConfig {
     pub validation_images: usize,
 }
 
-/// Most validation images (`--val-images`): each is noised at every one of the
-/// [`Validation::TIMESTEPS`], and all are kept in memory.
+/// Most validation images (`--val-images`): each is scored at every one of the
+/// [`Validation::TIMESTEPS`] at every checkpoint, and all are kept in memory.
 pub const MAX_VALIDATION_IMAGES: usize = 256;
 
 /// Positions of the `n` images held out of `len` loaded images for validation:
@@ -107,9 +107,14 @@ const VALIDATION_PHANTOM_SEED: u64 = 0xFFFF_FFFF_0000_0000;
 /// with noise drawn once from the run's seed, so that every checkpoint is scored
 /// on the same inputs. Evaluated in f32, without dropout.
 pub struct Validation {
-    x_t: Tensor,
-    t: Tensor,
-    eps: Tensor,
+    /// The held-out images in the model's range, `[n, 1, S, S]`.
+    x0: Tensor,
+    /// Every image at every timestep, image-major: `t` and `ᾱ_t` of input j,
+    /// which noises image j / k.
+    t: Vec<i64>,
+    alpha_bar: Vec<f32>,
+    /// Seeds the noise, drawn again in the same order at every evaluation.
+    noise_seed: u64,
     held_out: Vec<u64>,
 }
 
@@ -169,44 +174,49 @@ impl Validation {
         let (scale, offset) = cfg.intensity.to_model_affine();
         let x0 = (Tensor::stack(&images, 0).unsqueeze(1).to_kind(Kind::Float) * scale + offset)
             .clamp(-1.0, 1.0);
-        let steps = Self::timesteps(schedule);
-        let k = steps.len() as i64;
-        // Every image at every timestep: image-major, [n·k, 1, s, s].
-        let x0 = x0.repeat_interleave_self_int(k, 0, None);
-        let t: Vec<i64> = (0..n).flat_map(|_| steps.iter().copied()).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5641_4C49_4441_5445); // "VALIDATE"
-        let eps = normal(&mut rng, &x0.size());
-        let ab: Vec<f32> = t
-            .iter()
-            .map(|&t| schedule.alphas_cumprod[t as usize] as f32)
-            .collect();
-        let ab = Tensor::from_slice(&ab).view([-1, 1, 1, 1]);
-        let x_t = &x0 * ab.sqrt() + &eps * (-&ab + 1.0).sqrt();
+        let t: Vec<i64> = (0..n).flat_map(|_| Self::timesteps(schedule)).collect();
         let v = Self {
-            x_t: x_t.to_device(cfg.device),
-            t: Tensor::from_slice(&t).to_device(cfg.device),
-            eps: eps.to_device(cfg.device),
+            x0: x0.to_device(cfg.device),
+            alpha_bar: t
+                .iter()
+                .map(|&t| schedule.alphas_cumprod[t as usize] as f32)
+                .collect(),
+            t,
+            noise_seed: cfg.seed ^ 0x5641_4C49_4441_5445, // "VALIDATE"
             held_out,
         };
         Ok((Some(v), kept))
     }
 
     /// Mean ε-MSE of `net` (f32 weights) over every held-out image and timestep,
-    /// `batch` inputs at a time.
+    /// `batch` inputs at a time (the noise, drawn in order, does not depend on
+    /// `batch`).
     pub fn loss(&self, net: &UNet, batch: i64) -> f64 {
         tch::no_grad(|| {
-            let n = self.t.size()[0];
-            let mut sum = 0.0;
-            for start in (0..n).step_by(batch.max(1) as usize) {
-                let len = batch.min(n - start);
-                let x = self.x_t.narrow(0, start, len);
-                let eps_hat = net.forward_t(&x, &self.t.narrow(0, start, len), false);
-                sum += (eps_hat - self.eps.narrow(0, start, len))
+            let device = self.x0.device();
+            let per_image = (self.t.len() / self.held_out.len()) as i64;
+            let mut rng = ChaCha8Rng::seed_from_u64(self.noise_seed);
+            let (mut sum, mut count) = (0.0, 0i64);
+            for chunk in (0..self.t.len() as i64)
+                .collect::<Vec<_>>()
+                .chunks(batch.max(1) as usize)
+            {
+                let image = Tensor::from_slice(chunk).divide_scalar_mode(per_image, "floor");
+                let x0 = self.x0.index_select(0, &image.to_device(device));
+                let (first, len) = (chunk[0] as usize, chunk.len());
+                let t = Tensor::from_slice(&self.t[first..first + len]).to_device(device);
+                let ab = Tensor::from_slice(&self.alpha_bar[first..first + len])
+                    .to_device(device)
+                    .view([-1, 1, 1, 1]);
+                let eps = normal(&mut rng, &x0.size()).to_device(device);
+                let x_t = &x0 * ab.sqrt() + &eps * (-&ab + 1.0).sqrt();
+                sum += (net.forward_t(&x_t, &t, false) - &eps)
                     .square()
                     .sum(Kind::Double)
                     .double_value(&[]);
+                count += eps.numel() as i64;
             }
-            sum / self.eps.numel() as f64
+            sum / count as f64
         })
     }
 }

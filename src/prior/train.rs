@@ -99,13 +99,15 @@ pub fn validation_split(len: usize, n: usize) -> Result<Vec<usize>, String> {
 }
 
 /// Seeds of validation phantoms: `VALIDATION_PHANTOM_SEED + k`. Training phantoms
-/// take uniform 64-bit seeds, so a clash is a 2⁻⁶⁴ chance per image.
+/// take uniform 64-bit seeds, so one meets a validation phantom with a chance of
+/// N·2⁻⁶⁴.
 const VALIDATION_PHANTOM_SEED: u64 = 0xFFFF_FFFF_0000_0000;
 
 /// The validation loss: the mean ε-MSE of a network on held-out images, each
 /// (centre crop, in the model's range) noised at every one of [`Self::TIMESTEPS`]
-/// with noise drawn once from the run's seed, so that every checkpoint is scored
-/// on the same inputs. Evaluated in f32, without dropout.
+/// with noise drawn from the run's seed, the same at every evaluation, so that
+/// every checkpoint is scored on the same inputs. Evaluated in f32, without
+/// dropout.
 pub struct Validation {
     /// The held-out images in the model's range, `[n, 1, S, S]`.
     x0: Tensor,

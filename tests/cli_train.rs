@@ -11,9 +11,9 @@ fn bin() -> Command {
 }
 
 /// Simulates a case with `simulate` (source and size arguments) in `dir/case`,
-/// trains a tiny prior on its image series for two steps in `dir/prior`, and
-/// returns the model card.
-fn train_on_simulated(dir: &Path, simulate: &[&str]) -> ModelCard {
+/// trains a tiny prior on its image series for two steps in `dir/prior` (with
+/// `train_args` added), and returns the model card.
+fn train_on_simulated(dir: &Path, simulate: &[&str], train_args: &[&str]) -> ModelCard {
     let case = dir.join("case");
     let status = bin()
         .args(["--device", "cpu", "-q", "simulate"])
@@ -38,6 +38,7 @@ fn train_on_simulated(dir: &Path, simulate: &[&str]) -> ModelCard {
             "--name",
             "t",
         ])
+        .args(train_args)
         .arg(format!("--data=dicom:{}", case.display()))
         .arg("--out")
         .arg(&out)
@@ -62,6 +63,7 @@ fn trains_on_a_dicom_image_series_and_skips_raw_data() {
             "--views",
             "8",
         ],
+        &[],
     );
     assert_eq!(card.intensity.unit, "HU");
     assert_eq!(
@@ -103,6 +105,7 @@ fn records_the_reference_percentile_of_mr_training_images() {
     let card = train_on_simulated(
         dir.path(),
         &["--source", "shepp-logan", "--size", "32", "--coils", "2"],
+        &[],
     );
     assert_eq!(card.intensity.unit, "MR");
     let r = card
@@ -227,51 +230,11 @@ fn nifti_validation_slices_are_named_in_the_card() {
 #[test]
 fn dicom_validation_images_are_named_by_uid() {
     let dir = tempfile::tempdir().unwrap();
+    let simulate = ["--modality", "ct", "--source", "ellipses-ct:1,2,3,4"];
+    let simulate = [&simulate[..], &["--size", "32", "--views", "8"]].concat();
+    let card = train_on_simulated(dir.path(), &simulate, &["--val-images", "2"]);
     let case = dir.path().join("case");
-    let status = bin()
-        .args(["--device", "cpu", "-q", "simulate", "--modality", "ct"])
-        .args([
-            "--source",
-            "ellipses-ct:1,2,3,4",
-            "--size",
-            "32",
-            "--views",
-            "8",
-        ])
-        .arg("-o")
-        .arg(&case)
-        .status()
-        .unwrap();
-    assert!(status.success(), "simulate failed");
-    let out = dir.path().join("prior");
-    let result = bin()
-        .args([
-            "--device", "cpu", "-q", "train", "--arch", "tiny", "--size", "16",
-        ])
-        .args([
-            "--steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--name",
-            "t",
-            "--val-images",
-            "2",
-        ])
-        .arg(format!("--data=dicom:{}", case.display()))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let training = ModelCard::read(&out.join("t.json"))
-        .unwrap()
-        .training
-        .unwrap();
+    let training = card.training.unwrap();
     assert_eq!(training.validation.unwrap().held_out, [1, 3]);
     // Frames are in slice order: the 2nd and 4th of the image series.
     let report = dps_recon::dicom::scan_folder(&case, Default::default());

@@ -72,8 +72,8 @@ pub struct Args {
     intensity_range: Option<(f64, f64)>,
     /// Format of the network's forward and backward pass: `f32`, or `bf16` (mixed
     /// precision: bf16 on a copy of the weights, master weights, Adam and EMA in
-    /// f32; faster on CPUs with AVX512-BF16 or AMX and on recent GPUs; a run
-    /// resumes only in the precision it began with; docs/priors.md, 'Precision').
+    /// f32; faster on CPUs with AVX512-BF16 or AMX and on recent GPUs; a resumed
+    /// run may switch; docs/priors.md, 'Mixed precision').
     #[arg(long, default_value = "f32")]
     precision: Precision,
     /// Images held out of training to score the EMA weights at every checkpoint

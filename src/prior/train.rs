@@ -111,9 +111,9 @@ const VALIDATION_PHANTOM_SEED: u64 = 0xFFFF_FFFF_0000_0000;
 pub struct Validation {
     /// The held-out images in the model's range, `[n, 1, S, S]`.
     x0: Tensor,
-    /// Every image at every timestep, image-major: `t` and `ᾱ_t` of input j,
-    /// which noises image j / k.
-    t: Vec<i64>,
+    /// The k timesteps each image is noised at, and their `ᾱ_t`; input j of an
+    /// evaluation is image j / k at timestep j mod k.
+    timesteps: Vec<i64>,
     alpha_bar: Vec<f32>,
     /// Seeds the noise, drawn again in the same order at every evaluation.
     noise_seed: u64,
@@ -176,14 +176,14 @@ impl Validation {
         let (scale, offset) = cfg.intensity.to_model_affine();
         let x0 = (Tensor::stack(&images, 0).unsqueeze(1).to_kind(Kind::Float) * scale + offset)
             .clamp(-1.0, 1.0);
-        let t: Vec<i64> = (0..n).flat_map(|_| Self::timesteps(schedule)).collect();
+        let timesteps = Self::timesteps(schedule);
         let v = Self {
             x0: x0.to_device(cfg.device),
-            alpha_bar: t
+            alpha_bar: timesteps
                 .iter()
                 .map(|&t| schedule.alphas_cumprod[t as usize] as f32)
                 .collect(),
-            t,
+            timesteps,
             noise_seed: cfg.seed ^ 0x5641_4C49_4441_5445, // "VALIDATE"
             held_out,
         };
@@ -196,18 +196,20 @@ impl Validation {
     pub fn loss(&self, net: &UNet, batch: i64) -> f64 {
         tch::no_grad(|| {
             let device = self.x0.device();
-            let per_image = (self.t.len() / self.held_out.len()) as i64;
+            let k = self.timesteps.len();
+            let total = self.held_out.len() * k;
             let mut rng = ChaCha8Rng::seed_from_u64(self.noise_seed);
             let (mut sum, mut count) = (0.0, 0i64);
-            for chunk in (0..self.t.len() as i64)
-                .collect::<Vec<_>>()
-                .chunks(batch.max(1) as usize)
-            {
-                let image = Tensor::from_slice(chunk).divide_scalar_mode(per_image, "floor");
-                let x0 = self.x0.index_select(0, &image.to_device(device));
-                let (first, len) = (chunk[0] as usize, chunk.len());
-                let t = Tensor::from_slice(&self.t[first..first + len]).to_device(device);
-                let ab = Tensor::from_slice(&self.alpha_bar[first..first + len])
+            for first in (0..total).step_by(batch.max(1) as usize) {
+                let inputs = first..total.min(first + batch.max(1) as usize);
+                let image: Vec<i64> = inputs.clone().map(|j| (j / k) as i64).collect();
+                let t: Vec<i64> = inputs.clone().map(|j| self.timesteps[j % k]).collect();
+                let ab: Vec<f32> = inputs.map(|j| self.alpha_bar[j % k]).collect();
+                let x0 = self
+                    .x0
+                    .index_select(0, &Tensor::from_slice(&image).to_device(device));
+                let t = Tensor::from_slice(&t).to_device(device);
+                let ab = Tensor::from_slice(&ab)
                     .to_device(device)
                     .view([-1, 1, 1, 1]);
                 let eps = normal(&mut rng, &x0.size()).to_device(device);
@@ -672,7 +674,7 @@ pub fn train(
                     Some((s, loss)) if s == step => loss,
                     _ => v.loss(&ema_net, cfg.batch_size),
                 },
-                timesteps: Validation::timesteps(&schedule),
+                timesteps: v.timesteps,
                 held_out: v.held_out,
             }),
         }),

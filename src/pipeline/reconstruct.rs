@@ -451,6 +451,12 @@ pub fn reconstruct_dps(
     } else {
         1.0
     };
+    // What the lowpass refinement fits, per slice: the linearised data and, for
+    // transmission counts, their PWLS weights (made once for all sample batches).
+    let refine_data = matches!(settings.refine, Refine::Lowpass(_)).then(|| {
+        let weights = problem.blank_scan_counts.map(|_| pwls_weights(&problem.y));
+        (problem.linearised_data(), weights)
+    });
     // `count` samples of every slice, seeded with `seed`, in output units
     // `[B · count, 1, H, W]` (rows: slice, sample).
     let draw = |count: i64, seed: u64, progress: &mut dyn FnMut(usize, usize)| {
@@ -501,12 +507,16 @@ pub fn reconstruct_dps(
         let samples = match settings.refine {
             Refine::None => samples,
             Refine::Lowpass(options) => {
-                let rep = |t: Tensor| t.repeat_interleave_self_int(count, Some(0), None);
-                let y = rep(problem.linearised_data());
-                let weights = problem
-                    .blank_scan_counts
-                    .map(|_| rep(pwls_weights(&problem.y)));
-                low_frequency_correction(problem.op(), &samples, &y, weights.as_ref(), &options)
+                let (y, weights) = refine_data.as_ref().expect("made for Lowpass");
+                let rep = |t: &Tensor| t.repeat_interleave_self_int(count, Some(0), None);
+                let weights = weights.as_ref().map(rep);
+                low_frequency_correction(
+                    problem.op(),
+                    &samples,
+                    &rep(y),
+                    weights.as_ref(),
+                    &options,
+                )
             }
         };
         Ok(problem.to_output_units(&(samples * scale)))

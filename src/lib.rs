@@ -8,6 +8,7 @@
 
 pub mod device;
 pub mod dicom;
+pub mod memory;
 pub mod metrics;
 pub mod phantom;
 pub mod pipeline;

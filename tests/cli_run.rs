@@ -1036,3 +1036,47 @@ fn configuration_errors_exit_with_2_and_name_the_culprit() {
     ]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+/// A slice batch whose network activations exceed the host's available memory
+/// fails its series before sampling, with what would fit, instead of being
+/// killed by the kernel mid-run with every later series.
+#[test]
+fn a_sampling_batch_larger_than_memory_fails_its_series_before_sampling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let card = tiny_prior(tmp.path(), PhantomStyle::Ct);
+    let input = tmp.path().join("in");
+    write_raw_series(&input, 2, ct_slice, 40);
+    let preset_path = preset(tmp.path(), "ct-test", "ct", &card, 10, "");
+    let out = tmp.path().join("out");
+    // 2 · 10⁹ images of 32²: petabytes.
+    let (code, summary, stderr) = run(&[
+        "run",
+        "--json",
+        "-p",
+        s(&preset_path),
+        "-o",
+        s(&out),
+        s(&input),
+        "--samples",
+        "1000000000",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(summary["series"][0]["status"], "failed", "{summary:#}");
+    let reason = summary["series"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "sampling 2 slice(s) × 1000000000 sample(s) = 2000000000 images together needs at least"
+        ),
+        "{reason}"
+    );
+    // The largest sample batch that fits is suggested.
+    let k: u64 = reason
+        .rsplit_once("(--sample-batch ")
+        .and_then(|(_, k)| k.strip_suffix(')'))
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no sample batch suggested: {reason}"));
+    assert!((1..1_000_000_000).contains(&k), "{reason}");
+    let m = manifest(Path::new(summary["series"][0]["dir"].as_str().unwrap()));
+    assert_eq!(m["status"], "failed");
+    assert_eq!(m["error"].as_str(), Some(reason));
+}

@@ -157,6 +157,38 @@ fn options_that_cannot_train_are_refused() {
     }
 }
 
+/// A batch whose activations exceed the memory available is refused before any
+/// file is written, with the batch size that fits, instead of being killed by the
+/// kernel at the first step: 2048² crops take at least 20 GiB each in the
+/// shipped priors' network, so 1000 of them fit no machine.
+#[test]
+fn a_batch_larger_than_memory_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prior");
+    let result = bin()
+        .args([
+            "train",
+            "--data",
+            "phantoms:ct",
+            "--name",
+            "t",
+            "--size",
+            "2048",
+        ])
+        .args(["--batch-size", "1000", "--steps", "1", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("a training batch of 1000 images needs at least")
+            && stderr.contains("GiB per image), but"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
 /// `--val-images` on a NIfTI volume holds slices out, spread along the volume
 /// after `--exclude-z`, names their z in the card and scores them per checkpoint.
 #[test]

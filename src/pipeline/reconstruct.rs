@@ -7,10 +7,11 @@ use dps_operators::noise::pwls_weights;
 use dps_operators::solvers::cg::{solve_normal, CgOptions};
 use dps_operators::solvers::lowpass::{low_frequency_correction, LowpassOptions};
 use dps_operators::solvers::tv::{tv_pdhg, TvOptions};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::preset::MriScale;
 use super::problem::{ForwardModel, Modality, Problem};
+use crate::memory::SamplingBatch;
 use crate::prior::{intensity, Prior};
 use crate::sampler::{posterior_stats, ClampGradient, DataTerm, DpsConfig, DpsSampler, Update};
 
@@ -390,6 +391,38 @@ pub fn resolve_mri_scale(
     .context("estimating the MR intensity scale")
 }
 
+/// Fails before sampling when the prior network's activations for `samples`
+/// samples of every slice of `problem` at once (`parts` real images each) exceed
+/// the host memory available: the kernel would kill the process mid-run instead.
+/// Checked on the CPU only (a GPU that runs out fails with an error), and only for
+/// priors that can estimate their memory (the built-in UNet).
+fn ensure_memory(prior: &Prior, problem: &Problem, samples: i64, parts: i64) -> anyhow::Result<()> {
+    if problem.y.device() != Device::Cpu {
+        return Ok(());
+    }
+    let [h, w] = problem.image_size;
+    let (Some(per_image), Some(available)) = (
+        prior.model.guided_step_bytes(h, w),
+        crate::memory::available_bytes(),
+    ) else {
+        return Ok(());
+    };
+    let slices = problem.y.size()[0];
+    let batch = SamplingBatch {
+        slices,
+        samples,
+        parts,
+        per_image,
+    };
+    batch
+        .ensure_fits(
+            available,
+            "--sample-batch",
+            (slices > 1).then_some("--batch-slices"),
+        )
+        .map_err(anyhow::Error::msg)
+}
+
 /// The seed of sample batch `g` of a slice batch seeded with `seed`: `seed`
 /// itself for the first, so that samples that fit in one batch are drawn as
 /// before sample batches existed; far-apart seeds for the others (run seeds its
@@ -522,6 +555,7 @@ pub fn reconstruct_dps(
         Ok(problem.to_output_units(&(samples * scale)))
     };
     let per_batch = settings.sample_batch.map_or(n, |k| k.min(n));
+    ensure_memory(prior, problem, per_batch, parts)?;
     let batches = (n + per_batch - 1) / per_batch;
     let mut drawn = Vec::with_capacity(batches as usize);
     for g in 0..batches {

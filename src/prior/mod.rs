@@ -32,6 +32,15 @@ pub trait EpsModel {
     fn check_size(&self, _h: i64, _w: i64) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// Bytes of memory that one `channels × h × w` image takes through a
+    /// guided step (the activations the forward pass keeps for the gradient,
+    /// and the backward pass): a lower bound, for the check before sampling
+    /// ([`crate::memory::SamplingBatch`]). `None` when the model cannot say (a
+    /// TorchScript module).
+    fn guided_step_bytes(&self, _h: i64, _w: i64) -> Option<u64> {
+        None
+    }
 }
 
 /// The built-in UNet with its (frozen) variables.
@@ -160,6 +169,11 @@ impl EpsModel for UNetPrior {
     fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let out = self.net.forward_t(&self.precision.cast_in(x), t, false);
         self.precision.cast_out(out, x)
+    }
+
+    /// The network's activations in its precision ([`UNetConfig::pass_bytes`]).
+    fn guided_step_bytes(&self, h: i64, w: i64) -> Option<u64> {
+        Some(self.net.config().pass_bytes(h, w, self.precision.kind()))
     }
 }
 

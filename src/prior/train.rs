@@ -417,6 +417,7 @@ pub fn train(
             );
         }
     }
+    ensure_memory(cfg)?;
     let schedule = Schedule::new(&cfg.schedule);
     let (validation, kept) = Validation::split(cfg, data, &schedule)?;
     // The training images: without the held-out ones.
@@ -711,6 +712,22 @@ fn median_p999(cfg: &TrainConfig, data: &TrainingData) -> f64 {
             .collect(),
     };
     intensity::median_positive(&q).unwrap_or(cfg.intensity.physical_max)
+}
+
+/// Fails before any file is written when a training batch's activations exceed
+/// the host memory available (CPU only; a GPU that runs out fails with an error):
+/// the kernel would kill the run at its first step instead.
+fn ensure_memory(cfg: &TrainConfig) -> anyhow::Result<()> {
+    if cfg.device != Device::Cpu {
+        return Ok(());
+    }
+    let Some(available) = crate::memory::available_bytes() else {
+        return Ok(());
+    };
+    let s = cfg.image_size;
+    let per_image = cfg.architecture.pass_bytes(s, s, cfg.precision.kind());
+    crate::memory::ensure_training_fits(cfg.batch_size, per_image, available)
+        .map_err(anyhow::Error::msg)
 }
 
 /// EMA decay at optimisation step `step` (1-based), warmed up as

@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
+/// Bytes per saved activation value, in units of its element size, that a
+/// forward and backward pass take at least: the peak memory per image measured
+/// for six networks, sizes and precisions was 1.15–1.30 times the estimate with
+/// this factor (docs/BENCHMARKS.md, 'Sampling memory per image'; `make bench`).
+pub const BYTES_PER_SAVED_VALUE: f64 = 1.1;
+
 /// Architecture hyper-parameters; stored in the model card so that the weights can
 /// be loaded into the same network.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,6 +106,68 @@ impl UNetConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Activation values that one forward pass keeps for its backward pass, per
+    /// pixel of the input image, counted layer by layer as this network runs them:
+    /// a residual block from c_in to c_out channels keeps 3 c_in + 3 c_out (group
+    /// norm, SiLU and convolution inputs on both halves), an attention of c
+    /// channels 7 c (norm, qkv, q k v and the output, projection, sum), a
+    /// down- or upsampling convolution its input; a level l below the input holds
+    /// 4⁻ˡ of its pixels. The input's padding to a multiple of 2^(levels − 1) is
+    /// not counted.
+    pub fn saved_values_per_pixel(&self) -> f64 {
+        let area = |l: usize| 0.25f64.powi(l as i32);
+        let res = |c_in: i64, c_out: i64, l: usize| 3.0 * (c_in + c_out) as f64 * area(l);
+        let attn = |c: i64, l: usize| 7.0 * c as f64 * area(l);
+        let base = self.base_channels;
+        let levels = self.channel_mults.len();
+        // conv_in's input; norm_out, SiLU and conv_out at the end.
+        let mut total = self.in_channels as f64 + 3.0 * base as f64;
+        let mut skips = vec![base];
+        let mut ch = base;
+        for (l, &mult) in self.channel_mults.iter().enumerate() {
+            let c_out = base * mult;
+            for _ in 0..self.num_res_blocks {
+                total += res(ch, c_out, l);
+                ch = c_out;
+                skips.push(ch);
+                if self.attention_levels.contains(&l) {
+                    total += attn(ch, l);
+                }
+            }
+            if l + 1 < levels {
+                skips.push(ch);
+                total += ch as f64 * area(l);
+            }
+        }
+        let deepest = levels - 1;
+        total += 2.0 * res(ch, ch, deepest) + attn(ch, deepest);
+        for (l, &mult) in self.channel_mults.iter().enumerate().rev() {
+            let c_out = base * mult;
+            for _ in 0..=self.num_res_blocks {
+                let skip = skips.pop().expect("one skip per down block");
+                total += res(ch + skip, c_out, l);
+                ch = c_out;
+                if self.attention_levels.contains(&l) {
+                    total += attn(ch, l);
+                }
+            }
+            if l > 0 {
+                total += ch as f64 * area(l - 1);
+            }
+        }
+        total
+    }
+
+    /// Bytes of memory that one `h × w` image in `kind` takes at least through a
+    /// forward pass that keeps its graph and the backward pass: the saved values
+    /// at the padded size, [`BYTES_PER_SAVED_VALUE`] times their element size.
+    pub fn pass_bytes(&self, h: i64, w: i64, kind: Kind) -> u64 {
+        let m = 1i64 << (self.channel_mults.len() - 1);
+        let pad = |n: i64| (n + m - 1) / m * m;
+        let values = self.saved_values_per_pixel() * (pad(h) * pad(w)) as f64;
+        (values * kind.elt_size_in_bytes() as f64 * BYTES_PER_SAVED_VALUE) as u64
     }
 
     /// The configuration of the shipped 128² priors, sized for CPU training
@@ -474,6 +542,34 @@ mod tests {
         assert!(max(&fused_grad - &reference_grad) < 1e-4 * max(reference_grad));
         // Not trivially equal: the attention changes its input.
         assert!(max(fused - &x) > 0.1);
+    }
+
+    /// The tiny network counted by hand: conv_in's input 1 and the output's 3 · 8;
+    /// level 0: a block 8→8 (48) and the downsampler's input (8); level 1 (¼ of
+    /// the pixels): a block 8→16 (18) with attention (28); the middle 2 · 24 + 28;
+    /// up at level 1: blocks 32→16 (36) and 24→16 (30), each with attention, and
+    /// the upsampler's input at full size (16); up at level 0: blocks 24→8 (96)
+    /// and 16→8 (72).
+    #[test]
+    fn saved_values_are_counted_per_layer() {
+        let by_hand = 1.0
+            + 24.0
+            + 48.0
+            + 8.0
+            + 18.0
+            + 28.0
+            + 76.0
+            + 36.0
+            + 28.0
+            + 30.0
+            + 28.0
+            + 16.0
+            + 96.0
+            + 72.0;
+        assert_eq!(UNetConfig::tiny(1).saved_values_per_pixel(), by_hand);
+        assert_eq!(by_hand, 509.0);
+        // The shipped priors' network (docs/BENCHMARKS.md, 'Sampling memory').
+        assert_eq!(UNetConfig::small(1).saved_values_per_pixel(), 1350.0);
     }
 
     #[test]

@@ -275,6 +275,20 @@ fn phantom_validation_scores_fixed_unseen_phantoms() {
     assert_eq!(v.images, 3);
     assert_eq!(v.held_out.len(), 3);
     assert!(v.held_out.windows(2).all(|w| w[1] == w[0] + 1));
+    // Exact in JSON readers that hold numbers as doubles.
+    assert!(v.held_out[2] < 1 << 53, "{:?}", v.held_out);
+    let text = std::fs::read_to_string(&summary.card_path).unwrap();
+    let doubles: Vec<f64> = serde_json::from_str::<serde_json::Value>(&text).unwrap()["training"]
+        ["validation"]["held_out"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        doubles.iter().map(|&d| d as u64).collect::<Vec<_>>(),
+        v.held_out
+    );
     assert!(v.loss.is_finite() && v.loss > 0.0);
 }
 

@@ -98,10 +98,11 @@ pub fn validation_split(len: usize, n: usize) -> Result<Vec<usize>, String> {
     Ok((0..n).map(|k| (2 * k + 1) * len / (2 * n)).collect())
 }
 
-/// Seeds of validation phantoms: `VALIDATION_PHANTOM_SEED + k`. Training phantoms
-/// take uniform 64-bit seeds, so one meets a validation phantom with a chance of
-/// N·2⁻⁶⁴.
-const VALIDATION_PHANTOM_SEED: u64 = 0xFFFF_FFFF_0000_0000;
+/// Seeds of validation phantoms: `VALIDATION_PHANTOM_SEED + k`, 2⁵³ − 2¹⁶ + k,
+/// below 2⁵³ so that JSON readers that hold numbers as doubles read the card's
+/// seeds exactly. Training phantoms take uniform 64-bit seeds, so one meets a
+/// validation phantom with a chance of N·2⁻⁶⁴.
+const VALIDATION_PHANTOM_SEED: u64 = (1 << 53) - (1 << 16);
 
 /// The validation loss: the mean ε-MSE of a network on held-out images, each
 /// (centre crop, in the model's range) noised at every one of [`Self::TIMESTEPS`]

@@ -46,7 +46,7 @@ impl fmt::Display for Bytes {
 
 /// The memory that advice on what fits plans for: two thirds of `available`,
 /// leaving a third to the rest of the process and to the spread of the estimates
-/// (lower bounds, measured up to 1.3× short).
+/// (lower bounds, measured up to 1.45× short).
 fn advice_room(available: u64) -> u64 {
     available / 3 * 2
 }

@@ -8,6 +8,7 @@ ex=target/release/examples/activation_memory
 rows=""
 # base channels, channel mults, residual blocks, attention levels, size, precision
 for net in "16 1,2,4,4 2 3 128 f32" "16 1,2,4,4 2 3 128 bf16" "16 1,2,4,4 2 3 256 f32" \
+    "16 1,2,4,4 2 3 512 f32" \
     "32 1,2,2 1 2 128 f32" "16 1,2 3 1 128 f32" "8 1,1,2,2,4 2 - 128 f32"; do
     read -r base mults res attn size precision <<<"$net"
     for batch in 1 5; do
@@ -23,9 +24,9 @@ print("Command: `scripts/bench/sampling_memory.sh`, which runs `cargo run --rele
       "weights, three guided DPS steps) at batch 1 and 5: the measured memory per image is the "
       "growth of the peak resident memory (VmHWM) over the four extra images. Before sampling, "
       "`run` and `validate` refuse a batch whose estimate (slices × samples × parts × the "
-      "estimate per image) exceeds the memory available, instead of being killed by the "
-      "kernel mid-run; the estimate is 1.1 bytes per element for each activation value the "
-      "network keeps for the gradient (`UNetConfig::saved_values_per_pixel`), meant as a "
+      "estimate per image) exceeds the memory available, and `train` a training batch, "
+      "instead of being killed by the kernel mid-run; the estimate is the activation values the network keeps for the "
+      "gradient (`UNetConfig::saved_values_per_pixel`) at their element size, meant as a "
       "lower bound: measured ÷ estimate must stay ≥ 1.\n")
 print("| network (base, mults, blocks, attention) | size | precision | saved values per pixel | "
       "measured (MiB per image) | estimate (MiB per image) | measured ÷ estimate |")

@@ -11,12 +11,6 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
-/// Bytes per saved activation value, in units of its element size, that a
-/// forward and backward pass take at least: the peak memory per image measured
-/// for six networks, sizes and precisions was 1.15–1.30 times the estimate with
-/// this factor (docs/BENCHMARKS.md, 'Sampling memory per image'; `make bench`).
-pub const BYTES_PER_SAVED_VALUE: f64 = 1.1;
-
 /// Architecture hyper-parameters; stored in the model card so that the weights can
 /// be loaded into the same network.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -162,12 +156,14 @@ impl UNetConfig {
 
     /// Bytes of memory that one `h × w` image in `kind` takes at least through a
     /// forward pass that keeps its graph and the backward pass: the saved values
-    /// at the padded size, [`BYTES_PER_SAVED_VALUE`] times their element size.
+    /// at the padded size. The peak memory per image measured for four networks,
+    /// sizes 128² to 512² and both precisions was 1.03–1.43 times this, the least
+    /// at 512² (docs/BENCHMARKS.md, 'Sampling memory per image'; `make bench`).
     pub fn pass_bytes(&self, h: i64, w: i64, kind: Kind) -> u64 {
         let m = 1i64 << (self.channel_mults.len() - 1);
         let pad = |n: i64| (n + m - 1) / m * m;
         let values = self.saved_values_per_pixel() * (pad(h) * pad(w)) as f64;
-        (values * kind.elt_size_in_bytes() as f64 * BYTES_PER_SAVED_VALUE) as u64
+        (values * kind.elt_size_in_bytes() as f64) as u64
     }
 
     /// The configuration of the shipped 128² priors, sized for CPU training

@@ -1,11 +1,11 @@
-//! Host memory: how much a process may still take, and whether a sampling batch
-//! fits in it.
+//! Host memory: how much a process may still take, and whether a sampling or
+//! training batch fits in it.
 //!
 //! On Linux an allocation that overcommits memory does not fail: the kernel kills
 //! the process later, in the middle of a batch run, and every series after the
-//! one being sampled is lost. So the sampler's largest demand, the prior
-//! network's activations kept for the guidance gradient, is checked against the
-//! memory available before sampling starts, where a refusal costs only the series.
+//! one being sampled is lost. So the largest demand, the network's activations
+//! kept for the gradient, is checked against the memory available before a batch
+//! starts, where a refusal costs only the series (or, for training, nothing).
 
 use std::fmt;
 

@@ -687,6 +687,29 @@ fn validate_refuses_what_does_not_fit() {
         stderr.contains("DPS: the chain diverged (non-finite values): ζ = 1e30 is too large"),
         "{stderr}"
     );
+
+    // Samples whose network activations cannot fit in memory are refused with
+    // the sample batch that fits, before the baselines and before anything is
+    // written (before, the kernel killed the process).
+    let out = dir.path().join("m");
+    let stderr = refused(&dps_recon(&[
+        "--case",
+        arg(&counts),
+        "--prior",
+        arg(&card),
+        "--samples",
+        "1000000000",
+        "-o",
+        arg(&out),
+    ]));
+    assert!(
+        stderr.contains(
+            "slice_0001.dcm: DPS: sampling 1 slice(s) × 1000000000 sample(s) = 1000000000 \
+             images together needs at least"
+        ) && stderr.contains("draw at most "),
+        "{stderr}"
+    );
+    assert!(!out.exists());
 }
 
 /// `--mri-scale auto` maps each slice's CG-SENSE 99.9th percentile to the card's

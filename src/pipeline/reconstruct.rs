@@ -391,12 +391,19 @@ pub fn resolve_mri_scale(
     .context("estimating the MR intensity scale")
 }
 
-/// Fails before sampling when the prior network's activations for `samples`
-/// samples of every slice of `problem` at once (`parts` real images each) exceed
-/// the host memory available: the kernel would kill the process mid-run instead.
+/// Fails when [`reconstruct_dps`] of `problem` with `settings` would need more
+/// memory for the prior network's activations than the host has available: every
+/// slice of `problem`, the samples of one sample batch, two real images per
+/// sample for MRI. Without the check the kernel would kill the process mid-run.
 /// Checked on the CPU only (a GPU that runs out fails with an error), and only for
 /// priors that can estimate their memory (the built-in UNet).
-fn ensure_memory(prior: &Prior, problem: &Problem, samples: i64, parts: i64) -> anyhow::Result<()> {
+/// `reconstruct_dps` checks it before sampling; callers with work to do first
+/// may check it before that work.
+pub fn ensure_dps_memory(
+    problem: &Problem,
+    prior: &Prior,
+    settings: &DpsSettings,
+) -> anyhow::Result<()> {
     if problem.y.device() != Device::Cpu {
         return Ok(());
     }
@@ -410,8 +417,8 @@ fn ensure_memory(prior: &Prior, problem: &Problem, samples: i64, parts: i64) -> 
     let slices = problem.y.size()[0];
     let batch = SamplingBatch {
         slices,
-        samples,
-        parts,
+        samples: samples_per_batch(settings),
+        parts: image_parts(problem),
         per_image,
     };
     batch
@@ -421,6 +428,22 @@ fn ensure_memory(prior: &Prior, problem: &Problem, samples: i64, parts: i64) -> 
             (slices > 1).then_some("--batch-slices"),
         )
         .map_err(anyhow::Error::msg)
+}
+
+/// Samples of each slice drawn together: all, or at most the sample batch.
+fn samples_per_batch(settings: &DpsSettings) -> i64 {
+    let n = settings.samples;
+    settings.sample_batch.map_or(n, |k| k.min(n))
+}
+
+/// Real images the prior sees per sample of a slice: 2 for a complex MR image
+/// (real and imaginary parts), else 1.
+fn image_parts(problem: &Problem) -> i64 {
+    if problem.modality == Modality::Mri {
+        2
+    } else {
+        1
+    }
 }
 
 /// The seed of sample batch `g` of a slice batch seeded with `seed`: `seed`
@@ -451,11 +474,7 @@ pub fn reconstruct_dps(
     let n = settings.samples;
     let [h, w] = problem.image_size;
     prior.model.check_size(h, w)?;
-    let parts = if problem.modality == Modality::Mri {
-        2
-    } else {
-        1
-    };
+    let parts = image_parts(problem);
 
     // MRI data are compared at the prior's intensity (y / scale against A x), so
     // that ζ does not depend on the scale of the k-space.
@@ -554,8 +573,8 @@ pub fn reconstruct_dps(
         };
         Ok(problem.to_output_units(&(samples * scale)))
     };
-    let per_batch = settings.sample_batch.map_or(n, |k| k.min(n));
-    ensure_memory(prior, problem, per_batch, parts)?;
+    let per_batch = samples_per_batch(settings);
+    ensure_dps_memory(problem, prior, settings)?;
     let batches = (n + per_batch - 1) / per_batch;
     let mut drawn = Vec::with_capacity(batches as usize);
     for g in 0..batches {

@@ -26,8 +26,8 @@ use tch::{Device, Kind, Tensor};
 use super::preset::MriScale;
 use super::problem::{Modality, Problem};
 use super::reconstruct::{
-    baseline, normalized_residual, reconstruct_dps, resolve_mri_scale, Baseline, DpsSettings,
-    DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
+    baseline, ensure_dps_memory, normalized_residual, reconstruct_dps, resolve_mri_scale, Baseline,
+    DpsSettings, DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
 };
 use super::simulate::modality_str;
 use crate::dicom::{
@@ -426,6 +426,9 @@ pub fn validate(
                 problem.image_size
             );
         }
+        // Before the baselines, which may take a while, rather than after them.
+        ensure_dps_memory(&problem, prior, &settings.dps)
+            .with_context(|| format!("{}: DPS", slice.file.display()))?;
         let truth = slice.truth.to_kind(Kind::Float);
         let score = |x: &Tensor, seconds: f64| -> Scores {
             let x2 = x

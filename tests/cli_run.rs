@@ -1079,4 +1079,11 @@ fn a_sampling_batch_larger_than_memory_fails_its_series_before_sampling() {
     let m = manifest(Path::new(summary["series"][0]["dir"].as_str().unwrap()));
     assert_eq!(m["status"], "failed");
     assert_eq!(m["error"].as_str(), Some(reason));
+    // Refused before the baselines were computed.
+    let timings = m["timings_s"].as_object().unwrap();
+    assert!(timings.contains_key("prepare"), "{timings:?}");
+    assert!(
+        !timings.keys().any(|k| k.starts_with("baseline")),
+        "{timings:?}"
+    );
 }

@@ -28,7 +28,8 @@ use crate::dicom::{
 use crate::pipeline::preset::{Acquisition, LikelihoodChoice, Preset, PresetModality};
 use crate::pipeline::problem::Problem;
 use crate::pipeline::reconstruct::{
-    baseline, normalized_residual, reconstruct_dps, resolve_mri_scale, Baseline, DpsSettings,
+    baseline, ensure_dps_memory, normalized_residual, reconstruct_dps, resolve_mri_scale, Baseline,
+    DpsSettings,
 };
 use crate::prior::Prior;
 use crate::sampler::Likelihood;
@@ -124,6 +125,10 @@ pub(crate) fn reconstruct_series(
         .first()
         .map(|p| likelihood_name(p.likelihood).into());
     lap(manifest, "prepare");
+    // Before the baselines, which may take a while, rather than at the batch.
+    for problem in &problems {
+        ensure_dps_memory(problem, job.prior, job.settings).context("DPS")?;
+    }
 
     let n = slices.len();
     let mut residuals: Vec<BTreeMap<String, Option<f64>>> = vec![BTreeMap::new(); n];

@@ -30,16 +30,20 @@ pub fn available_bytes() -> Option<u64> {
     }
 }
 
-/// A byte count as MiB or GiB with three significant digits.
-pub struct Bytes(pub u64);
+/// A byte count for messages: whole MiB below 1 GiB, GiB to one decimal below
+/// 10⁵ GiB, GiB in exponent form beyond (absurd requests stay short).
+pub struct Bytes(pub u128);
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mib = self.0 as f64 / (1u64 << 20) as f64;
+        let gib = mib / 1024.0;
         if mib < 1024.0 {
             write!(f, "{mib:.0} MiB")
+        } else if gib < 1e5 {
+            write!(f, "{gib:.1} GiB")
         } else {
-            write!(f, "{:.1} GiB", mib / 1024.0)
+            write!(f, "{gib:.2e} GiB")
         }
     }
 }
@@ -54,8 +58,8 @@ fn advice_room(available: u64) -> u64 {
 /// Fails, with the batch size that would fit, when a training batch of `batch`
 /// images of `per_image` bytes each needs more than `available` bytes.
 pub fn ensure_training_fits(batch: i64, per_image: u64, available: u64) -> Result<(), String> {
-    let bytes = per_image.saturating_mul(batch as u64);
-    if bytes <= available {
+    let bytes = u128::from(per_image) * batch as u128;
+    if bytes <= available.into() {
         return Ok(());
     }
     let k = advice_room(available) / per_image.max(1);
@@ -65,16 +69,16 @@ pub fn ensure_training_fits(batch: i64, per_image: u64, available: u64) -> Resul
         format!(
             "one image alone needs {} of the {}; train on smaller crops (--size) or on a \
              machine with more memory",
-            Bytes(per_image),
-            Bytes(available)
+            Bytes(per_image.into()),
+            Bytes(available.into())
         )
     };
     Err(format!(
         "a training batch of {batch} images needs at least {} for the network's activations \
          ({} per image), but {} of memory is available: {advice}",
         Bytes(bytes),
-        Bytes(per_image),
-        Bytes(available)
+        Bytes(per_image.into()),
+        Bytes(available.into())
     ))
 }
 
@@ -89,14 +93,15 @@ pub struct SamplingBatch {
 }
 
 impl SamplingBatch {
-    /// Real images through the network at once.
-    pub fn images(&self) -> i64 {
-        self.slices * self.samples * self.parts
+    /// Real images through the network at once (u128: `--samples` may be up
+    /// to 2⁶³ − 1, times the slices and parts).
+    pub fn images(&self) -> u128 {
+        self.slices as u128 * self.samples as u128 * self.parts as u128
     }
 
     /// Bytes of the whole batch.
-    pub fn bytes(&self) -> u64 {
-        self.per_image.saturating_mul(self.images() as u64)
+    pub fn bytes(&self) -> u128 {
+        self.per_image as u128 * self.images()
     }
 
     /// Fails, with what would fit, when the batch needs more than `available`
@@ -109,7 +114,7 @@ impl SamplingBatch {
         sample_option: &str,
         slice_option: Option<&str>,
     ) -> Result<(), String> {
-        if self.bytes() <= available {
+        if self.bytes() <= available as u128 {
             return Ok(());
         }
         let what = if self.parts > 1 {
@@ -122,7 +127,7 @@ impl SamplingBatch {
         };
         let per_sample = self
             .per_image
-            .saturating_mul((self.slices * self.parts) as u64);
+            .saturating_mul(self.slices.saturating_mul(self.parts) as u64);
         let per_slice_sample = self.per_image.saturating_mul(self.parts as u64);
         let room = advice_room(available);
         let advice = if room >= per_sample {
@@ -142,8 +147,8 @@ impl SamplingBatch {
             format!(
                 "one sample of {whom} alone needs {} of the {}; free memory or use a \
                  machine with more",
-                Bytes(needs),
-                Bytes(available)
+                Bytes(needs.into()),
+                Bytes(available.into())
             )
         };
         Err(format!(
@@ -151,8 +156,8 @@ impl SamplingBatch {
              network's activations ({} per image), but {} of memory is available: {advice}",
             self.images(),
             Bytes(self.bytes()),
-            Bytes(self.per_image),
-            Bytes(available),
+            Bytes(self.per_image.into()),
+            Bytes(available.into()),
         ))
     }
 }
@@ -174,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_batch_that_fits_passes() {
-        assert_eq!(batch(4, 2, 2).bytes(), 1600 * MIB);
+        assert_eq!(batch(4, 2, 2).bytes(), u128::from(1600 * MIB));
         assert!(batch(4, 2, 2)
             .ensure_fits(1600 * MIB, "--sample-batch", None)
             .is_ok());
@@ -250,6 +255,27 @@ mod tests {
             e.ends_with("one image alone needs 100 MiB of the 120 MiB; train on smaller crops (--size) or on a machine with more memory"),
             "{e}"
         );
+    }
+
+    /// `--samples` up to 2⁶³ − 1 times slices and parts overflows 64 bits.
+    #[test]
+    fn huge_requests_are_counted_and_shown_without_overflow() {
+        let huge = SamplingBatch {
+            slices: 4,
+            samples: i64::MAX,
+            parts: 2,
+            per_image: 100 * MIB,
+        };
+        assert_eq!(huge.images(), 8 * i64::MAX as u128);
+        let e = huge
+            .ensure_fits(2048 * MIB, "--sample-batch", Some("--batch-slices"))
+            .unwrap_err();
+        assert!(
+            e.contains("= 73786976294838206456 images together needs at least 7.21e18 GiB"),
+            "{e}"
+        );
+        assert_eq!(Bytes(1023 * MIB as u128).to_string(), "1023 MiB");
+        assert_eq!(Bytes(1536 * MIB as u128).to_string(), "1.5 GiB");
     }
 
     #[test]

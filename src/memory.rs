@@ -135,10 +135,14 @@ impl SamplingBatch {
             format!("draw at most {k} sample(s) together ({sample_option} {k})")
         } else if let (Some(slices), true) = (slice_option, room >= per_slice_sample) {
             let n = room / per_slice_sample;
-            format!(
-                "reconstruct at most {n} slice(s) together ({slices} {n}), with \
-                 {sample_option} 1 if that is not enough"
-            )
+            if self.samples > 1 {
+                format!(
+                    "reconstruct at most {n} slice(s) together, one sample at a time \
+                     ({slices} {n} {sample_option} 1)"
+                )
+            } else {
+                format!("reconstruct at most {n} slice(s) together ({slices} {n})")
+            }
         } else {
             let (whom, needs) = match slice_option {
                 Some(_) => ("one slice", per_slice_sample),
@@ -211,9 +215,16 @@ mod tests {
             .unwrap_err();
         assert!(
             e.ends_with(
-                "reconstruct at most 2 slice(s) together (--batch-slices 2), with \
-                 --sample-batch 1 if that is not enough"
+                "reconstruct at most 2 slice(s) together, one sample at a time \
+                 (--batch-slices 2 --sample-batch 1)"
             ),
+            "{e}"
+        );
+        let e = batch(4, 1, 1)
+            .ensure_fits(300 * MIB, "--sample-batch", Some("--batch-slices"))
+            .unwrap_err();
+        assert!(
+            e.ends_with("reconstruct at most 2 slice(s) together (--batch-slices 2)"),
             "{e}"
         );
         // Without a slice option (validate samples one slice at a time).

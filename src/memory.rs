@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use tch::Device;
+
 /// Bytes the process may still allocate without the kernel reclaiming memory by
 /// force: the system's available memory (`MemAvailable` on Linux: free memory and
 /// caches it can drop), lowered to the room left under the memory limit of the
@@ -27,6 +29,16 @@ pub fn available_bytes() -> Option<u64> {
     match (available, in_cgroup) {
         (Some(a), Some(c)) => Some(a.min(c)),
         (a, c) => a.or(c),
+    }
+}
+
+/// The memory that tensors on `device` may still take: [`available_bytes`] for
+/// the CPU; `None` for a GPU, whose running out is an error libtorch reports
+/// (not a kill), and whose free memory tch does not expose.
+pub fn available_on(device: Device) -> Option<u64> {
+    match device {
+        Device::Cpu => available_bytes(),
+        _ => None,
     }
 }
 

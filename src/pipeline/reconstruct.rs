@@ -7,7 +7,7 @@ use dps_operators::noise::pwls_weights;
 use dps_operators::solvers::cg::{solve_normal, CgOptions};
 use dps_operators::solvers::lowpass::{low_frequency_correction, LowpassOptions};
 use dps_operators::solvers::tv::{tv_pdhg, TvOptions};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::preset::MriScale;
 use super::problem::{ForwardModel, Modality, Problem};
@@ -404,13 +404,10 @@ pub fn ensure_dps_memory(
     prior: &Prior,
     settings: &DpsSettings,
 ) -> anyhow::Result<()> {
-    if problem.y.device() != Device::Cpu {
-        return Ok(());
-    }
     let [h, w] = problem.image_size;
     let (Some(per_image), Some(available)) = (
         prior.model.guided_step_bytes(h, w),
-        crate::memory::available_bytes(),
+        crate::memory::available_on(problem.y.device()),
     ) else {
         return Ok(());
     };

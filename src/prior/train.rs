@@ -719,10 +719,7 @@ fn median_p999(cfg: &TrainConfig, data: &TrainingData) -> f64 {
 /// the host memory available (CPU only; a GPU that runs out fails with an error):
 /// the kernel would kill the run at its first step instead.
 fn ensure_memory(cfg: &TrainConfig) -> anyhow::Result<()> {
-    if cfg.device != Device::Cpu {
-        return Ok(());
-    }
-    let Some(available) = crate::memory::available_bytes() else {
+    let Some(available) = crate::memory::available_on(cfg.device) else {
         return Ok(());
     };
     let s = cfg.image_size;

@@ -248,6 +248,14 @@ fn dps_recon() -> Command {
 /// Runs `dps-recon` (killed and failed after 300 s); returns the exit code,
 /// stdout as JSON (`null` when it is not JSON) and stderr.
 fn run(args: &[&str]) -> (i32, Value, String) {
+    let (code, stdout, stderr) = run_text(args);
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (code, json, stderr)
+}
+
+/// Runs `dps-recon` (killed and failed after 300 s); returns the exit code,
+/// stdout and stderr.
+fn run_text(args: &[&str]) -> (i32, String, String) {
     let mut child = dps_recon()
         .args(args)
         .stdout(Stdio::piped())
@@ -277,8 +285,8 @@ fn run(args: &[&str]) -> (i32, Value, String) {
         std::thread::sleep(Duration::from_millis(20));
     };
     let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
-    let json = serde_json::from_slice(&stdout.join().unwrap()).unwrap_or(Value::Null);
-    (status.code().unwrap_or(-1), json, stderr)
+    let stdout = String::from_utf8_lossy(&stdout.join().unwrap()).into_owned();
+    (status.code().unwrap_or(-1), stdout, stderr)
 }
 
 fn s(p: &Path) -> &str {
@@ -697,6 +705,35 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
         planned,
         HashSet::from([a.series.as_str(), b.series.as_str(), mr.series.as_str()])
     );
+    // The preflight reads each series whole: the MR series would fail, the CT
+    // series' batches are those the run forms, their memory fits.
+    let preflight = |uid: &str| -> Value {
+        plan["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["series_instance_uid"] == uid)
+            .unwrap()["preflight"]
+            .clone()
+    };
+    let mr_error = preflight(&mr.series)["error"].as_str().unwrap().to_owned();
+    assert!(
+        mr_error.contains("holds MR data") && mr_error.contains("ct-test"),
+        "{mr_error}"
+    );
+    let ct_check = preflight(&a.series);
+    assert_eq!(ct_check["error"], Value::Null, "{ct_check:#}");
+    // 2 slices × 2 samples × one 32² CT image each.
+    let per_image = UNetConfig::tiny(1).pass_bytes(N as i64, N as i64, Kind::Float);
+    assert_eq!(ct_check["sampling_bytes"], 4 * per_image, "{ct_check:#}");
+    assert!(ct_check["available_bytes"].as_u64().unwrap() > 4 * per_image);
+    let text_args: Vec<&str> = dry.iter().copied().filter(|&a| a != "--json").collect();
+    let (_, text, _) = run_text(&text_args);
+    assert!(
+        text.contains(&format!("  would fail: {mr_error}\n")),
+        "{text}"
+    );
+    assert!(text.contains("  1 slice batch (largest 2 slices), sampling needs at least "));
 
     let (code, summary, stderr) = run(&args);
     assert_eq!(code, 1, "{stderr}\n{summary:#}");
@@ -786,7 +823,9 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
     assert_eq!(m["parameters"]["guidance"], "ramp");
     assert_eq!(m["parameters"]["clamp_gradient"], "exact");
     assert_eq!(m["parameters"]["batches"], serde_json::json!([[0, 2]]));
+    assert_eq!(m["parameters"]["batches"], ct_check["batches"]);
     assert_eq!(m["warnings"], serde_json::json!([]));
+    assert_eq!(m["warnings"], ct_check["warnings"]);
     check_done_series(&out.join(&b.study).join(&b.series), &raws_b, &kinds, &card);
     // The failed series has a manifest and nothing else.
     let failed_dir = out.join(&mr.study).join(&mr.series);
@@ -801,6 +840,48 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
     assert_eq!(code, 1);
     assert_eq!(summary["counts"]["already_done"], 2, "{summary:#}");
     assert_eq!(summary["counts"]["failed"], 1);
+}
+
+#[test]
+fn a_dry_run_foresees_a_series_the_run_fails_before_sampling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let card = tiny_prior(tmp.path(), PhantomStyle::Ct);
+    let input = tmp.path().join("in");
+    // Line integrals, where the preset asks for counts: the problem of each
+    // batch refuses them, after the files read well.
+    write_raw_series(&input, 2, ct_slice, 50);
+    let preset_path = preset(tmp.path(), "ct-counts", "ct", &card, 10, "");
+    let text = std::fs::read_to_string(&preset_path).unwrap().replace(
+        "modality = \"ct\"\n",
+        "modality = \"ct\"\nlikelihood = \"transmission\"\n",
+    );
+    std::fs::write(&preset_path, text).unwrap();
+    let out = tmp.path().join("out");
+    let args = [
+        "run",
+        "--json",
+        "-p",
+        s(&preset_path),
+        "-o",
+        s(&out),
+        s(&input),
+    ];
+
+    let (code, plan, stderr) = run(&[&args[..], &["--dry-run"]].concat());
+    assert_eq!(code, 1, "{stderr}\n{plan:#}");
+    assert!(!out.exists(), "a dry run writes nothing");
+    let check = &plan["series"][0]["preflight"];
+    let foreseen = check["error"].as_str().unwrap();
+    assert!(
+        foreseen.contains("asks for the transmission likelihood")
+            && foreseen.contains("holds line integrals, not counts"),
+        "{foreseen}"
+    );
+    assert_eq!(check["batches"], serde_json::json!([]));
+
+    let (code, summary, stderr) = run(&args);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(summary["series"][0]["reason"].as_str(), Some(foreseen));
 }
 
 /// Every series folder under `out`: (study, series) paths.
@@ -1049,7 +1130,7 @@ fn a_sampling_batch_larger_than_memory_fails_its_series_before_sampling() {
     let preset_path = preset(tmp.path(), "ct-test", "ct", &card, 10, "");
     let out = tmp.path().join("out");
     // 2 · 10⁹ images of 32²: petabytes.
-    let (code, summary, stderr) = run(&[
+    let args = [
         "run",
         "--json",
         "-p",
@@ -1059,16 +1140,29 @@ fn a_sampling_batch_larger_than_memory_fails_its_series_before_sampling() {
         s(&input),
         "--samples",
         "1000000000",
-    ]);
+    ];
+    let needs = "sampling 2 slice(s) × 1000000000 sample(s) = 2000000000 images together \
+                 needs at least";
+    // The dry run foresees it, writing nothing.
+    let (code, plan, stderr) = run(&[&args[..], &["--dry-run"]].concat());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!out.exists());
+    let check = &plan["series"][0]["preflight"];
+    let error = check["error"].as_str().unwrap();
+    assert!(error.starts_with(&format!("DPS: {needs}")), "{error}");
+    let per_image = UNetConfig::tiny(1).pass_bytes(N as i64, N as i64, Kind::Float);
+    assert_eq!(
+        check["sampling_bytes"],
+        2_000_000_000 * per_image,
+        "{check:#}"
+    );
+    assert_eq!(check["batches"], serde_json::json!([[0, 2]]));
+
+    let (code, summary, stderr) = run(&args);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(summary["series"][0]["status"], "failed", "{summary:#}");
     let reason = summary["series"][0]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains(
-            "sampling 2 slice(s) × 1000000000 sample(s) = 2000000000 images together needs at least"
-        ),
-        "{reason}"
-    );
+    assert!(reason.starts_with(&format!("DPS: {needs}")), "{reason}");
     // The largest sample batch that fits is suggested.
     let k: u64 = reason
         .rsplit_once("(--sample-batch ")

@@ -15,8 +15,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dps_recon::dicom::ReadLimits;
+use dps_recon::memory::Bytes;
 use dps_recon::pipeline::batch::{
-    self, Action, Observer, Outcome, Plan, PlannedSeries, Recipe, RunOptions, SeriesReport, Summary,
+    self, Action, Observer, Outcome, Plan, PlannedSeries, Preflight, Recipe, RunOptions,
+    SeriesReport, Summary,
 };
 use dps_recon::pipeline::preset::{resolve_preset_path, Preset};
 use dps_recon::prior::Precision;
@@ -48,7 +50,9 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
 
-    /// List the work (series, files skipped or unreadable) and write nothing.
+    /// List the work (series, files skipped or unreadable) and write nothing;
+    /// read each series to (re)construct and report what the run would fail
+    /// on (bad data for the preset, memory), its slice batches and warnings.
     #[arg(long)]
     pub dry_run: bool,
 
@@ -112,12 +116,13 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let quiet = LevelFilter::current() < LevelFilter::WARN;
 
     if args.dry_run {
-        let plan = batch::plan(&recipe, &options);
+        let mut plan = batch::plan(&recipe, &options);
+        batch::preflight(&recipe, &options, &mut plan);
         let failing = !plan.failed_files.is_empty()
-            || plan
-                .series
-                .iter()
-                .any(|s| matches!(s.action, Action::Refuse(_)));
+            || plan.series.iter().any(|s| {
+                matches!(s.action, Action::Refuse(_))
+                    || s.preflight.as_ref().is_some_and(|p| p.error.is_some())
+            });
         let text = if args.json {
             format!("{:#}\n", plan_json(&recipe, &options, &plan))
         } else {
@@ -172,6 +177,9 @@ fn plan_text(recipe: &Recipe, plan: &Plan) -> String {
             if s.input.files.len() == 1 { "" } else { "s" },
             s.dirs.fin.display()
         );
+        if let Some(check) = &s.preflight {
+            text += &preflight_text(check);
+        }
     }
     for f in &plan.skipped_files {
         text += &format!("skip file {}: {}\n", f.path.display(), f.reason);
@@ -180,6 +188,38 @@ fn plan_text(recipe: &Recipe, plan: &Plan) -> String {
         text += &format!("bad file {}: {}\n", f.path.display(), f.reason);
     }
     text
+}
+
+/// The indented lines under a planned series: the acquisition warnings, then
+/// why it would fail, or its slice batches and their memory.
+fn preflight_text(check: &Preflight) -> String {
+    let warnings: String = check
+        .warnings
+        .iter()
+        .map(|w| format!("  warning: {w}\n"))
+        .collect();
+    if let Some(error) = &check.error {
+        return format!("{warnings}  would fail: {error}\n");
+    }
+    let largest = check.batches.iter().map(|b| b[1]).max().unwrap_or(0);
+    let mut text = format!(
+        "  {} slice batch{} (largest {largest} slice{})",
+        check.batches.len(),
+        if check.batches.len() == 1 { "" } else { "es" },
+        if largest == 1 { "" } else { "s" }
+    );
+    match (check.sampling_bytes, check.available_bytes) {
+        (Some(needs), Some(available)) => {
+            text += &format!(
+                ", sampling needs at least {} of {} available",
+                Bytes(needs),
+                Bytes(available.into())
+            )
+        }
+        (Some(needs), None) => text += &format!(", sampling needs at least {}", Bytes(needs)),
+        (None, _) => {}
+    }
+    warnings + &text + "\n"
 }
 
 fn plan_json(recipe: &Recipe, options: &RunOptions, plan: &Plan) -> serde_json::Value {
@@ -196,6 +236,7 @@ fn plan_json(recipe: &Recipe, options: &RunOptions, plan: &Plan) -> serde_json::
             "files": s.input.files.iter().map(|(p, _)| p).collect::<Vec<_>>(),
             "dir": s.dirs.fin,
             "plan": s.action,
+            "preflight": s.preflight,
         })).collect::<Vec<_>>(),
         "skipped_files": plan.skipped_files,
         "failed_files": plan.failed_files,

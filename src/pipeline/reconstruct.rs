@@ -411,18 +411,41 @@ pub fn ensure_dps_memory(
     ) else {
         return Ok(());
     };
-    let slices = problem.y.size()[0];
-    let batch = SamplingBatch {
+    let batch = sampling_batch(
+        problem.y.size()[0],
+        is_complex(problem),
+        per_image,
+        settings,
+    );
+    ensure_sampling_fits(&batch, available)
+}
+
+/// What one batch of `slices` slices sampled with `settings` gives the prior
+/// network at once: every slice, the samples of one sample batch, and two real
+/// images per sample for `complex` (MR) images; `per_image` is the network's
+/// bytes per image ([`crate::prior::EpsModel::guided_step_bytes`]).
+pub fn sampling_batch(
+    slices: i64,
+    complex: bool,
+    per_image: u64,
+    settings: &DpsSettings,
+) -> SamplingBatch {
+    SamplingBatch {
         slices,
         samples: samples_per_batch(settings),
-        parts: image_parts(problem),
+        parts: image_parts(complex),
         per_image,
-    };
+    }
+}
+
+/// Fails when `batch` needs more than `available` bytes, naming the
+/// `--sample-batch` (or, for several slices, the `--batch-slices`) that fits.
+pub fn ensure_sampling_fits(batch: &SamplingBatch, available: u64) -> anyhow::Result<()> {
     batch
         .ensure_fits(
             available,
             "--sample-batch",
-            (slices > 1).then_some("--batch-slices"),
+            (batch.slices > 1).then_some("--batch-slices"),
         )
         .map_err(anyhow::Error::msg)
 }
@@ -433,10 +456,16 @@ fn samples_per_batch(settings: &DpsSettings) -> i64 {
     settings.sample_batch.map_or(n, |k| k.min(n))
 }
 
-/// Real images the prior sees per sample of a slice: 2 for a complex MR image
+/// Whether the images of `problem` are complex (MR), each sample then being two
+/// real images for the prior.
+fn is_complex(problem: &Problem) -> bool {
+    problem.modality == Modality::Mri
+}
+
+/// Real images the prior sees per sample of a slice: 2 for a complex image
 /// (real and imaginary parts), else 1.
-fn image_parts(problem: &Problem) -> i64 {
-    if problem.modality == Modality::Mri {
+fn image_parts(complex: bool) -> i64 {
+    if complex {
         2
     } else {
         1
@@ -471,7 +500,7 @@ pub fn reconstruct_dps(
     let n = settings.samples;
     let [h, w] = problem.image_size;
     prior.model.check_size(h, w)?;
-    let parts = image_parts(problem);
+    let parts = image_parts(is_complex(problem));
 
     // MRI data are compared at the prior's intensity (y / scale against A x), so
     // that ζ does not depend on the scale of the k-space.

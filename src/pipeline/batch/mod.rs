@@ -36,10 +36,12 @@ pub use manifest::{Manifest, SeriesStatus};
 
 use self::manifest::{Parameters, PresetRecord, PriorRecord, Software, MANIFEST_VERSION};
 use super::panics::catch_internal;
+use super::preset::PresetModality;
 use super::preset::{sha256_file, sha256_hex, Preset};
-use super::reconstruct::{Baseline, DpsSettings};
+use super::reconstruct::{ensure_sampling_fits, sampling_batch, Baseline, DpsSettings};
 use crate::dicom::ReadLimits;
-use crate::prior::{ModelCard, Precision, Prior, Schedule};
+use crate::memory;
+use crate::prior::{ModelCard, ModelFormat, Precision, Prior, Schedule};
 
 /// Options of a run besides the preset.
 #[derive(Debug, Clone)]
@@ -190,6 +192,31 @@ pub struct PlannedSeries {
     pub input: SeriesGroup,
     pub dirs: SeriesDirs,
     pub action: Action,
+    /// What [`preflight`] found (`None` before it ran, or when the series is
+    /// not to be reconstructed).
+    pub preflight: Option<Preflight>,
+}
+
+/// What a dry run checks of a series it would (re)construct, beyond the plan's
+/// header scan: that its raw files read, pass the profile and suit the preset,
+/// and that each slice batch the run would form makes a problem (operator,
+/// data, likelihood); the batches; and each batch's memory check before
+/// sampling (as the run makes it, against the memory available now).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Preflight {
+    /// The slice batches, `[first slice, slices]` in slice order, as the
+    /// manifest's `parameters.batches` will list them.
+    pub batches: Vec<[usize; 2]>,
+    /// The most bytes of network activations a batch needs at least
+    /// ([`crate::memory::SamplingBatch::bytes`]); `None` for a TorchScript prior.
+    pub sampling_bytes: Option<u128>,
+    /// The memory available now; `None` on a GPU, where it is not checked.
+    pub available_bytes: Option<u64>,
+    /// Why the run would fail the series.
+    pub error: Option<String>,
+    /// Where the data differ from what the preset is tuned for (the
+    /// manifest's `warnings`).
+    pub warnings: Vec<String>,
 }
 
 /// The work of a run.
@@ -217,6 +244,7 @@ pub fn plan(recipe: &Recipe, options: &RunOptions) -> Plan {
                 input,
                 dirs,
                 action,
+                preflight: None,
             }
         })
         .collect();
@@ -225,6 +253,58 @@ pub fn plan(recipe: &Recipe, options: &RunOptions) -> Plan {
         skipped_files: inventory.skipped,
         failed_files: inventory.failed,
     }
+}
+
+/// Runs [`Preflight`] on every series of `plan` that is to be reconstructed or
+/// redone (reads only; each series' raw files are read whole once more, and
+/// its problems are built on the CPU one batch at a time).
+pub fn preflight(recipe: &Recipe, options: &RunOptions, plan: &mut Plan) {
+    let available = memory::available_on(options.device);
+    for s in &mut plan.series {
+        if matches!(s.action, Action::Reconstruct | Action::Redo) {
+            s.preflight = Some(preflight_series(recipe, options, &s.input, available));
+        }
+    }
+}
+
+fn preflight_series(
+    recipe: &Recipe,
+    options: &RunOptions,
+    input: &SeriesGroup,
+    available: Option<u64>,
+) -> Preflight {
+    let mut check = Preflight {
+        available_bytes: available,
+        ..Preflight::default()
+    };
+    let preview = match series::preview(&recipe.preset, input, recipe.batch_slices, options.limits)
+    {
+        Ok(preview) => preview,
+        Err(e) => {
+            check.error = Some(format!("{e:#}"));
+            return check;
+        }
+    };
+    check.warnings = preview.warnings;
+    let batches = preview.batches;
+    check.batches = batches.iter().map(|(r, _)| [r.start, r.len()]).collect();
+    let network = match recipe.card.format {
+        ModelFormat::Unet => recipe.card.architecture.as_ref(),
+        ModelFormat::Torchscript => None,
+    };
+    let complex = recipe.preset.modality == PresetModality::Mr;
+    for (range, [h, w]) in &batches {
+        let Some(net) = network else { break };
+        let per_image = net.pass_bytes(*h, *w, options.precision.kind());
+        let batch = sampling_batch(range.len() as i64, complex, per_image, &recipe.settings);
+        check.sampling_bytes = check.sampling_bytes.max(Some(batch.bytes()));
+        if let (None, Some(available)) = (&check.error, available) {
+            if let Err(e) = ensure_sampling_fits(&batch, available) {
+                check.error = Some(format!("DPS: {e:#}"));
+            }
+        }
+    }
+    check
 }
 
 fn decide(recipe: &Recipe, input: &SeriesGroup, dirs: &SeriesDirs, force: bool) -> Action {

@@ -69,29 +69,7 @@ pub(crate) fn reconstruct_series(
     };
     let preset = job.preset;
 
-    let mut slices = input
-        .files
-        .iter()
-        .map(|(path, _)| {
-            read_raw(path, job.limits)
-                .map(|raw| Slice {
-                    path: path.clone(),
-                    raw,
-                })
-                .with_context(|| format!("{}", path.display()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for s in &slices {
-        anyhow::ensure!(
-            s.raw.data.modality() == preset.modality.dicom(),
-            "{}: holds {} data but preset {} is for {} data",
-            s.path.display(),
-            s.raw.data.modality(),
-            preset.name,
-            preset.modality.dicom()
-        );
-    }
-    order_slices(&mut slices);
+    let slices = read_slices(preset, input, job.limits)?;
     manifest.inputs = slices
         .iter()
         .map(|s| InputRecord {
@@ -112,7 +90,7 @@ pub(crate) fn reconstruct_series(
     let batches = batches(&slices, job.batch_slices);
     let problems = batches
         .iter()
-        .map(|r| build_problem(&slices[r.clone()], job))
+        .map(|r| build_problem(&slices[r.clone()], preset, job.device))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mri_scale = match preset.modality {
         PresetModality::Ct => None,
@@ -246,6 +224,70 @@ pub(crate) fn reconstruct_series(
     Ok(())
 }
 
+/// The raw slices of `input`, read and validated, of the preset's modality, in
+/// slice order ([`order_slices`]).
+fn read_slices(
+    preset: &Preset,
+    input: &SeriesGroup,
+    limits: ReadLimits,
+) -> anyhow::Result<Vec<Slice>> {
+    let mut slices = input
+        .files
+        .iter()
+        .map(|(path, _)| {
+            read_raw(path, limits)
+                .map(|raw| Slice {
+                    path: path.clone(),
+                    raw,
+                })
+                .with_context(|| format!("{}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for s in &slices {
+        anyhow::ensure!(
+            s.raw.data.modality() == preset.modality.dicom(),
+            "{}: holds {} data but preset {} is for {} data",
+            s.path.display(),
+            s.raw.data.modality(),
+            preset.name,
+            preset.modality.dicom()
+        );
+    }
+    order_slices(&mut slices);
+    Ok(slices)
+}
+
+/// What a run of `preset` would find in `input` before it needs the prior:
+/// each slice batch (its slices in slice order, its image size `[rows, cols]`)
+/// and the acquisition warnings.
+pub(crate) struct SeriesPreview {
+    pub batches: Vec<(Range<usize>, [i64; 2])>,
+    pub warnings: Vec<String>,
+}
+
+/// Reads `input` and builds the problem of each slice batch on the CPU, as a
+/// run does, then drops it; fails where the run would before its baselines,
+/// except on the MR intensity scale, which needs the prior.
+pub(crate) fn preview(
+    preset: &Preset,
+    input: &SeriesGroup,
+    batch_slices: usize,
+    limits: ReadLimits,
+) -> anyhow::Result<SeriesPreview> {
+    let slices = read_slices(preset, input, limits)?;
+    let batches = batches(&slices, batch_slices)
+        .into_iter()
+        .map(|r| {
+            let problem = build_problem(&slices[r.clone()], preset, Device::Cpu)?;
+            Ok((r, problem.image_size))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(SeriesPreview {
+        batches,
+        warnings: acquisition_warnings(preset, &slices),
+    })
+}
+
 /// Orders slices along the normal of the first slice when all share its
 /// orientation (to 1e-4), then by InstanceNumber, then by path.
 fn order_slices(slices: &mut [Slice]) {
@@ -340,14 +382,14 @@ fn data_tensor(raw: &RawMeasurement) -> Tensor {
 
 /// The problem of a batch of slices sharing an acquisition, with the preset's
 /// likelihood.
-fn build_problem(slices: &[Slice], job: &Job<'_>) -> anyhow::Result<Problem> {
-    let mut problem = Problem::from_raw(&slices[0].raw, job.device)
+fn build_problem(slices: &[Slice], preset: &Preset, device: Device) -> anyhow::Result<Problem> {
+    let mut problem = Problem::from_raw(&slices[0].raw, device)
         .with_context(|| format!("{}", slices[0].path.display()))?;
     if slices.len() > 1 {
         let ys: Vec<Tensor> = slices.iter().map(|s| data_tensor(&s.raw)).collect();
-        problem.y = Tensor::cat(&ys, 0).to_device(job.device);
+        problem.y = Tensor::cat(&ys, 0).to_device(device);
     }
-    match (job.preset.likelihood, problem.blank_scan_counts) {
+    match (preset.likelihood, problem.blank_scan_counts) {
         (LikelihoodChoice::Gaussian, Some(_)) => {
             problem.y = problem.linearised_data();
             problem.blank_scan_counts = None;
@@ -356,7 +398,7 @@ fn build_problem(slices: &[Slice], job: &Job<'_>) -> anyhow::Result<Problem> {
         (LikelihoodChoice::Transmission, None) => anyhow::bail!(
             "preset {} asks for the transmission likelihood, but {} holds line integrals, \
              not counts",
-            job.preset.name,
+            preset.name,
             slices[0].path.display()
         ),
         _ => {}

@@ -18,6 +18,14 @@ use tch::{Device, Kind, Tensor};
 /// `+∞` (half a count, a common choice between dropping the ray and clamping to 1).
 pub const ZERO_COUNT_FLOOR: f64 = 0.5;
 
+/// The seed of stream `k` of a process seeded `seed` (one per training step,
+/// one per sample batch): `seed XOR k · 0x9E3779B97F4A7C15`, the odd integer
+/// nearest 2⁶⁴/φ, so that consecutive streams get far-apart seeds; stream 0 is
+/// `seed` itself.
+pub fn stream_seed(seed: u64, k: u64) -> u64 {
+    seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// `x + σ·n`, `n` standard normal, same shape, kind and device as `x`.
 /// For complex `x` each real component gets its own `σ·n`, so the complex noise
 /// has `E|n_c|² = 2σ²`.

@@ -477,7 +477,7 @@ fn image_parts(complex: bool) -> i64 {
 /// before sample batches existed; far-apart seeds for the others (run seeds its
 /// slice batches `seed + first slice`).
 pub fn sample_batch_seed(seed: u64, g: u64) -> u64 {
-    seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    dps_operators::noise::stream_seed(seed, g)
 }
 
 /// DPS reconstruction of every slice of `problem` with `settings.samples`

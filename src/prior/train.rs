@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use dps_operators::noise::stream_seed;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -545,7 +546,7 @@ pub fn train(
     let started = Instant::now();
     let mut window = (0f64, 0u64);
     while step < cfg.steps {
-        let step_seed = cfg.seed ^ (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let step_seed = stream_seed(cfg.seed, step + 1);
         let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
         // Dropout masks come from libtorch's global generator: reseed it per step so
         // that they too depend only on (seed, step).

@@ -40,9 +40,9 @@ impl NoiseSource {
         let mut values: Vec<f32> = Vec::new();
         if values.try_reserve_exact(n).is_err() {
             panic!(
-                "cannot allocate the sampler's noise, {n} values of shape {shape:?} ({:.1} GB): \
+                "cannot allocate the sampler's noise, {n} values of shape {shape:?} ({}): \
                  fewer samples or slices per batch (--sample-batch, --batch-slices) would fit",
-                n as f64 * 4e-9
+                crate::memory::Bytes(n as u128 * 4)
             );
         }
         values.extend((0..n).map(|_| -> f32 { StandardNormal.sample(&mut self.rng) }));

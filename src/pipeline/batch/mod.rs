@@ -36,8 +36,7 @@ pub use manifest::{Manifest, SeriesStatus};
 
 use self::manifest::{Parameters, PresetRecord, PriorRecord, Software, MANIFEST_VERSION};
 use super::panics::catch_internal;
-use super::preset::PresetModality;
-use super::preset::{sha256_file, sha256_hex, Preset};
+use super::preset::{sha256_file, sha256_hex, Preset, PresetModality};
 use super::reconstruct::{ensure_sampling_fits, sampling_batch, Baseline, DpsSettings};
 use crate::dicom::ReadLimits;
 use crate::memory;
@@ -300,6 +299,7 @@ fn preflight_series(
         check.sampling_bytes = check.sampling_bytes.max(Some(batch.bytes()));
         if let (None, Some(available)) = (&check.error, available) {
             if let Err(e) = ensure_sampling_fits(&batch, available) {
+                // As the run words it (its DPS stage's context).
                 check.error = Some(format!("DPS: {e:#}"));
             }
         }

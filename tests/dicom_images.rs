@@ -407,6 +407,13 @@ fn written_series_pass_dciodvfy_and_read_back_in_pydicom() {
                 "{modality:?} {role:?}: {}:\n{report}",
                 path.display()
             );
+            // The MR IOD has no Modality LUT: a rescale there "may cause
+            // windowing problems" (viewers window the stored values).
+            assert!(
+                !report.contains("Modality LUT") && !report.contains("Rescale"),
+                "{modality:?} {role:?}: {}:\n{report}",
+                path.display()
+            );
         }
         let script = r#"
 import sys, json, pydicom
@@ -420,7 +427,17 @@ rows = []
 for path in sys.argv[1:]:
     ds = pydicom.dcmread(path)
     v = apply_modality_lut(ds.pixel_array, ds)
+    rwvm = ds.get("RealWorldValueMappingSequence")
+    if rwvm is not None and "RescaleSlope" not in ds:
+        m = rwvm[0]
+        v = v * m.RealWorldValueSlope + m.RealWorldValueIntercept
     rows.append({
+        "has_rescale": "RescaleSlope" in ds or "RescaleIntercept" in ds,
+        "rwvm": None if rwvm is None else [
+            rwvm[0].RealWorldValueFirstValueMapped, rwvm[0].RealWorldValueLastValueMapped,
+            rwvm[0].MeasurementUnitsCodeSequence[0].CodeValue,
+            rwvm[0].MeasurementUnitsCodeSequence[0].CodingSchemeDesignator],
+        "window": [float(ds.WindowCenter), float(ds.WindowWidth)],
         "values": [float(x) for x in v.ravel()],
         "image_type": list(ds.ImageType),
         "charset": ds.SpecificCharacterSet,
@@ -458,9 +475,31 @@ print(json.dumps(rows))
             for (a, b) in values.iter().zip(&input[k].pixels) {
                 assert!((a - f64::from(*b)).abs() <= tolerance, "{a} vs {b}");
             }
-            if modality == ImageModality::Ct {
-                assert_eq!(written.rescale_slope, 1.0, "integral HU keep slope 1");
-                assert_eq!(row["rescale_type"], "HU");
+            let [center, width] = [0, 1].map(|i| row["window"][i].as_f64().unwrap());
+            match modality {
+                ImageModality::Ct => {
+                    assert_eq!(written.rescale_slope, 1.0, "integral HU keep slope 1");
+                    assert_eq!(row["rescale_type"], "HU");
+                    assert_eq!(row["has_rescale"], true);
+                    assert_eq!(row["rwvm"], serde_json::Value::Null);
+                    assert_eq!([center, width], [40.0, 400.0], "the window in HU");
+                }
+                ImageModality::Mr => {
+                    // The intensities map through the Real World Value Mapping;
+                    // the window is in stored values, as viewers apply it, and
+                    // maps to the 1st–99th percentile of the intensities.
+                    assert_eq!(row["has_rescale"], false);
+                    assert_eq!(row["rwvm"], serde_json::json!([0, 65535, "1", "UCUM"]));
+                    let (lo, hi) = (
+                        written.rescale_intercept + written.rescale_slope * (center - width / 2.0),
+                        written.rescale_intercept + written.rescale_slope * (center + width / 2.0),
+                    );
+                    assert!(width > 1000.0, "window width {width} in stored values");
+                    assert!(
+                        (0.0..0.1).contains(&lo) && (0.9..1.0).contains(&hi),
+                        "{lo}…{hi}"
+                    );
+                }
             }
             let (first, second) = match role {
                 ImageRole::Reconstruction => ("ORIGINAL", "PRIMARY"),
@@ -531,6 +570,42 @@ fn written_series_read_back_sorted_along_the_normal() {
         assert_eq!(frame.pixel_spacing_mm, Some([0.8, 0.8]));
     }
     assert_eq!(series.context.patient_name, "Müller^Jürgen");
+}
+
+#[test]
+fn a_modality_lut_takes_precedence_over_the_real_world_value_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = slices(1, 6, 5, ImageModality::Mr);
+    let spec = spec(ImageModality::Mr, ImageRole::Reconstruction);
+    let written = write_series(dir.path(), &spec, &input).unwrap();
+    let path = &written.files[0];
+    let mapped = read_image(path, ReadLimits::default()).unwrap().frames[0]
+        .pixels
+        .clone();
+    // The same file with a Modality LUT added: its map, not the mapping's.
+    let mut obj = dicom_object::open_file(path).unwrap();
+    for (tag, value) in [
+        (dicom_dictionary_std::tags::RESCALE_SLOPE, "2"),
+        (dicom_dictionary_std::tags::RESCALE_INTERCEPT, "-3"),
+    ] {
+        obj.put(dicom_core::DataElement::new(
+            tag,
+            dicom_core::VR::DS,
+            dicom_core::PrimitiveValue::from(value),
+        ));
+    }
+    let rescaled = dir.path().join("rescaled.dcm");
+    obj.write_to_file(&rescaled).unwrap();
+    let values = read_image(&rescaled, ReadLimits::default()).unwrap().frames[0]
+        .pixels
+        .clone();
+    for (m, v) in mapped.iter().zip(&values) {
+        let stored = (f64::from(*m) - written.rescale_intercept) / written.rescale_slope;
+        assert!(
+            (f64::from(*v) - (2.0 * stored.round() - 3.0)).abs() < 1e-3,
+            "{m} -> {v}"
+        );
+    }
 }
 
 #[test]

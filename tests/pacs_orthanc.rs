@@ -7,8 +7,10 @@
 //!   elements and values (the file meta group, which names the program that
 //!   wrote the file, and the encoded lengths of sequences are DCMTK's);
 //! - each output series sits in its input's study, beside the raw series;
-//! - Orthanc's own decoder and its reading of RescaleSlope/Intercept give the
-//!   values that dps-recon's reader gives (HU for CT).
+//! - Orthanc's own decoder and its reading of RescaleSlope/Intercept (CT) or of
+//!   the Real World Value Mapping (MR) give the values that dps-recon's reader
+//!   gives, and Orthanc renders the MR images with their window without
+//!   saturating them.
 //!
 //! Needs `Orthanc` and `storescu` (make system-deps); with DPS_SKIP_EXTERNAL=1 the
 //! test is skipped where they are missing.
@@ -370,7 +372,22 @@ fn orthanc_stores_the_inputs_and_outputs_and_decodes_the_same_pixels() {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or_else(|| panic!("{}: {name} in Orthanc: {}", file.display(), tags[name]))
         };
-        let (slope, intercept) = (number("RescaleSlope"), number("RescaleIntercept"));
+        // CT: the Modality LUT; MR: the Real World Value Mapping.
+        let (slope, intercept) = if tags.get("RescaleSlope").is_some() {
+            (number("RescaleSlope"), number("RescaleIntercept"))
+        } else {
+            let map = &tags["RealWorldValueMappingSequence"][0];
+            let value = |name: &str| -> f64 {
+                map[name]
+                    .as_str()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("{}: {name} in Orthanc: {map}", file.display()))
+            };
+            (
+                value("RealWorldValueSlope"),
+                value("RealWorldValueIntercept"),
+            )
+        };
         assert_eq!(stored.len(), ours.len(), "{}", file.display());
         let range = ours.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
         let worst = ours
@@ -383,6 +400,21 @@ fn orthanc_stores_the_inputs_and_outputs_and_decodes_the_same_pixels() {
             "{}: Orthanc decodes values up to {worst} away (range {range})",
             file.display()
         );
+        // Orthanc renders with the file's window: an MR image whose window were
+        // in intensities while Orthanc applies it to stored values (the MR IOD
+        // has no Modality LUT) would come out white.
+        if tags["Modality"] == "MR" {
+            let png = orthanc.get(&format!("/instances/{id}/rendered"));
+            let rendered = image::load_from_memory(&png).unwrap().to_luma8();
+            let white = rendered.pixels().filter(|p| p.0[0] == 255).count();
+            let fraction = white as f64 / (rendered.width() * rendered.height()) as f64;
+            assert!(
+                fraction <= 0.05,
+                "{}: Orthanc renders {:.0} % of it white",
+                file.display(),
+                100.0 * fraction
+            );
+        }
         decoded += 1;
     }
     // 3 MR slices × 4 kinds (dps, uncertainty, zero-filled, cg-sense) and one

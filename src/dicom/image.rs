@@ -26,7 +26,10 @@ pub struct ImageFrame {
     /// Columns.
     pub cols: usize,
     /// `[rows, cols]` row-major values after RescaleSlope/Intercept (the
-    /// Modality LUT): HU for CT. MONOCHROME1 values are not inverted.
+    /// Modality LUT): HU for CT. A single-frame image without a Modality LUT
+    /// whose Real World Value Mapping Sequence has a linear item (the MR series
+    /// dps-recon writes) gets that item's map instead. MONOCHROME1 values are
+    /// not inverted.
     pub pixels: Vec<f32>,
     /// PixelSpacing `[between rows, between columns]`, mm.
     pub pixel_spacing_mm: Option<[f64; 2]>,
@@ -206,14 +209,20 @@ pub fn image_from_object(
             decoded.data().len()
         )));
     }
+    let real_world = real_world_map(obj)?;
     let geometry = FrameGeometry::read(obj, frames as usize)?;
     let instance_number = int(obj, tags::INSTANCE_NUMBER)?.and_then(|n| i32::try_from(n).ok());
     let sop_instance_uid = text(obj, tags::SOP_INSTANCE_UID);
     let mut out = Vec::with_capacity(frames as usize);
     for (i, placement) in geometry.per_frame.into_iter().enumerate() {
-        let values: Vec<f32> = without_panic(|| decoded.to_vec_frame(i as u32))
+        let mut values: Vec<f32> = without_panic(|| decoded.to_vec_frame(i as u32))
             .map_err(|_| DicomError::Pixel(format!("frame {i}: conversion failed")))?
             .map_err(|e| DicomError::Pixel(format!("frame {i}: {}", error_chain(&e))))?;
+        if let Some((slope, intercept)) = real_world {
+            for v in &mut values {
+                *v = (intercept + slope * f64::from(*v)) as f32;
+            }
+        }
         if values.len() != rows * cols {
             return Err(DicomError::Pixel(format!(
                 "frame {i}: {} values for {rows}×{cols} pixels",
@@ -238,6 +247,34 @@ pub fn image_from_object(
         context: InstanceContext::from_object(obj)?,
         frames: out,
     })
+}
+
+/// The linear Real World Value Mapping of an image that has no Modality LUT:
+/// `(slope, intercept)` of the first item of the Real World Value Mapping
+/// Sequence with RealWorldValueSlope and RealWorldValueIntercept. `None` when
+/// RescaleSlope or RescaleIntercept is present, or functional groups (enhanced
+/// images, whose frames carry their own maps), or no such item.
+fn real_world_map(obj: &InMemDicomObject) -> Result<Option<(f64, f64)>, DicomError> {
+    let has_modality_lut = [
+        tags::RESCALE_SLOPE,
+        tags::RESCALE_INTERCEPT,
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+    ]
+    .iter()
+    .any(|&tag| obj.get(tag).is_some());
+    let items = match obj.get(tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE) {
+        Some(seq) if !has_modality_lut => seq.items().unwrap_or_default(),
+        _ => return Ok(None),
+    };
+    for item in items {
+        let slope = f64_first(item, tags::REAL_WORLD_VALUE_SLOPE)?;
+        let intercept = f64_first(item, tags::REAL_WORLD_VALUE_INTERCEPT)?;
+        if let (Some(slope), Some(intercept)) = (slope, intercept) {
+            return Ok(Some((slope, intercept)));
+        }
+    }
+    Ok(None)
 }
 
 thread_local! {

@@ -11,12 +11,14 @@
 //!   Storage objects with the private block `DPSRECON 1`.
 //! - Image series in ([`read_image`], [`read_series`]): single- and multi-frame
 //!   monochrome images in every transfer syntax this build decodes, rescaled
-//!   (Modality LUT), with their geometry, sorted along the slice normal.
+//!   (Modality LUT, or a linear Real World Value Mapping where there is none),
+//!   with their geometry, sorted along the slice normal.
 //! - Folder scans ([`scan_folder`], [`inspect_file`]): recursive, header only,
 //!   grouped by study and series; non-DICOM files skipped, unreadable ones
 //!   reported with their reason.
 //! - Reconstructed series out ([`write_series`]): MR or CT Image Storage, one file
-//!   per slice, 16-bit pixels with RescaleSlope/Intercept, new `2.25.` UIDs
+//!   per slice, 16-bit pixels with RescaleSlope/Intercept (CT) or a Real World
+//!   Value Mapping (MR), new `2.25.` UIDs
 //!   ([`uid`]), provenance, atomic writes, file names that never come from
 //!   attribute text.
 //!

@@ -1,5 +1,7 @@
 //! Writing a reconstructed series: classic MR Image Storage or CT Image Storage,
-//! one file per slice, 16-bit pixels with RescaleSlope/Intercept.
+//! one file per slice, 16-bit pixels mapped to the values by RescaleSlope/
+//! Intercept (CT, in HU) or by a Real World Value Mapping (MR, whose IOD has no
+//! Modality LUT), the window in the values viewers apply it to.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -121,9 +123,10 @@ pub struct WrittenSeries {
     pub files: Vec<PathBuf>,
     /// SOPInstanceUID of each file.
     pub sop_instance_uids: Vec<String>,
-    /// RescaleSlope written (the value a reader parses).
+    /// The slope of the map from stored values to values, as a reader parses
+    /// it: RescaleSlope (CT) or RealWorldValueSlope (MR).
     pub rescale_slope: f64,
-    /// RescaleIntercept written.
+    /// Its intercept: RescaleIntercept or RealWorldValueIntercept.
     pub rescale_intercept: f64,
 }
 
@@ -170,8 +173,9 @@ impl Quantizer {
 /// Writes `slices` as a new series in `dir` (created when missing): files
 /// `slice_0001.dcm`, `slice_0002.dcm`, … in the order given, InstanceNumber 1,
 /// 2, …. File names never depend on attribute text. All slices share one
-/// RescaleSlope/Intercept spanning the series' values. Each file is written
-/// atomically.
+/// linear map of stored values spanning the series' values (RescaleSlope/
+/// Intercept for CT, RealWorldValueSlope/Intercept for MR). Each file is
+/// written atomically.
 pub fn write_series(
     dir: &Path,
     spec: &SeriesSpec,
@@ -406,9 +410,25 @@ fn slice_object(
         PrimitiveValue::U16(stored.into()),
     ));
 
-    // Modality LUT (rescale) and VOI LUT (window)
-    put_ds(&mut obj, tags::RESCALE_INTERCEPT, &[quantizer.intercept])?;
-    put_ds(&mut obj, tags::RESCALE_SLOPE, &[quantizer.slope])?;
+    // The map from stored values to the series' values, and the VOI LUT
+    // (window). CT: the Modality LUT (RescaleSlope/Intercept, in HU), the window
+    // in HU. MR: the MR Image IOD has no Modality LUT, so viewers apply the window
+    // to the stored values; the map is a Real World Value Mapping instead, and the
+    // window is in stored values.
+    let window = match spec.modality {
+        ImageModality::Ct => {
+            put_ds(&mut obj, tags::RESCALE_INTERCEPT, &[quantizer.intercept])?;
+            put_ds(&mut obj, tags::RESCALE_SLOPE, &[quantizer.slope])?;
+            window
+        }
+        ImageModality::Mr => {
+            put_real_world_value_mapping(&mut obj, quantizer);
+            Window {
+                center: (window.center - quantizer.intercept) / quantizer.slope,
+                width: window.width / quantizer.slope,
+            }
+        }
+    };
     put_ds(&mut obj, tags::WINDOW_CENTER, &[window.center])?;
     put_ds(&mut obj, tags::WINDOW_WIDTH, &[window.width])?;
     if window.width < 1.0 {
@@ -445,6 +465,58 @@ const SOURCE_IMAGE_FOR_PROCESSING: Code = (
     "DCM",
     "Source image for image processing operation",
 );
+
+/// UCUM "1", no units: MR intensities are relative.
+const NO_UNITS: Code = ("1", "UCUM", "no units");
+
+/// The Real World Value Mapping Sequence with one linear item that maps every
+/// stored value v to `intercept + slope · v` (MR intensity, no units).
+fn put_real_world_value_mapping(obj: &mut InMemDicomObject, quantizer: Quantizer) {
+    let mut units = InMemDicomObject::new_empty();
+    put_str(&mut units, tags::CODE_VALUE, VR::SH, NO_UNITS.0);
+    put_str(
+        &mut units,
+        tags::CODING_SCHEME_DESIGNATOR,
+        VR::SH,
+        NO_UNITS.1,
+    );
+    put_str(&mut units, tags::CODE_MEANING, VR::LO, NO_UNITS.2);
+    let mut item = InMemDicomObject::new_empty();
+    put_us(&mut item, tags::REAL_WORLD_VALUE_FIRST_VALUE_MAPPED, 0);
+    put_us(
+        &mut item,
+        tags::REAL_WORLD_VALUE_LAST_VALUE_MAPPED,
+        u16::MAX,
+    );
+    let fd = |v: f64| PrimitiveValue::F64([v].into_iter().collect());
+    item.put(DataElement::new(
+        tags::REAL_WORLD_VALUE_INTERCEPT,
+        VR::FD,
+        fd(quantizer.intercept),
+    ));
+    item.put(DataElement::new(
+        tags::REAL_WORLD_VALUE_SLOPE,
+        VR::FD,
+        fd(quantizer.slope),
+    ));
+    put_str(
+        &mut item,
+        tags::LUT_EXPLANATION,
+        VR::LO,
+        "MR signal intensity",
+    );
+    put_str(&mut item, tags::LUT_LABEL, VR::SH, "INTENSITY");
+    item.put(DataElement::new(
+        tags::MEASUREMENT_UNITS_CODE_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![units]),
+    ));
+    obj.put(DataElement::new(
+        tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![item]),
+    ));
+}
 
 fn put_references(
     obj: &mut InMemDicomObject,

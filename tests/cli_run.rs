@@ -842,21 +842,27 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
     assert_eq!(summary["counts"]["failed"], 1);
 }
 
+/// A series of 2 CT slices (noise seed `seed`) in `dir`/in, a tiny prior and
+/// a 10-step preset for it: (preset, input folder, output folder).
+fn two_ct_slices(dir: &Path, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
+    let card = tiny_prior(dir, PhantomStyle::Ct);
+    let input = dir.join("in");
+    write_raw_series(&input, 2, ct_slice, seed);
+    let preset_path = preset(dir, "ct-test", "ct", &card, 10, "");
+    (preset_path, input, dir.join("out"))
+}
+
 #[test]
 fn a_dry_run_foresees_a_series_the_run_fails_before_sampling() {
     let tmp = tempfile::tempdir().unwrap();
-    let card = tiny_prior(tmp.path(), PhantomStyle::Ct);
-    let input = tmp.path().join("in");
+    let (preset_path, input, out) = two_ct_slices(tmp.path(), 50);
     // Line integrals, where the preset asks for counts: the problem of each
     // batch refuses them, after the files read well.
-    write_raw_series(&input, 2, ct_slice, 50);
-    let preset_path = preset(tmp.path(), "ct-counts", "ct", &card, 10, "");
     let text = std::fs::read_to_string(&preset_path).unwrap().replace(
         "modality = \"ct\"\n",
         "modality = \"ct\"\nlikelihood = \"transmission\"\n",
     );
     std::fs::write(&preset_path, text).unwrap();
-    let out = tmp.path().join("out");
     let args = [
         "run",
         "--json",
@@ -1124,11 +1130,7 @@ fn configuration_errors_exit_with_2_and_name_the_culprit() {
 #[test]
 fn a_sampling_batch_larger_than_memory_fails_its_series_before_sampling() {
     let tmp = tempfile::tempdir().unwrap();
-    let card = tiny_prior(tmp.path(), PhantomStyle::Ct);
-    let input = tmp.path().join("in");
-    write_raw_series(&input, 2, ct_slice, 40);
-    let preset_path = preset(tmp.path(), "ct-test", "ct", &card, 10, "");
-    let out = tmp.path().join("out");
+    let (preset_path, input, out) = two_ct_slices(tmp.path(), 40);
     // 2 · 10⁹ images of 32²: petabytes.
     let args = [
         "run",

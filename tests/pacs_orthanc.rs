@@ -5,7 +5,8 @@
 //! through Orthanc's REST API:
 //! - every file is stored, and comes back in its transfer syntax with the same
 //!   elements and values (the file meta group, which names the program that
-//!   wrote the file, and the encoded lengths of sequences are DCMTK's);
+//!   wrote the file, and the encoded lengths of sequences are DCMTK's); the raw
+//!   files retrieved read as the measurements that were sent;
 //! - each output series sits in its input's study, beside the raw series;
 //! - Orthanc's own decoder and its reading of RescaleSlope/Intercept (CT) or of
 //!   the Real World Value Mapping (MR) give the values that dps-recon's reader
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use dicom_core::header::Header;
 use dicom_core::value::Value as DicomValue;
 use dicom_object::{open_file, InMemDicomObject};
-use dps_recon::dicom::{read_image, ReadLimits};
+use dps_recon::dicom::{read_image, read_raw, ReadLimits};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -341,9 +342,9 @@ fn orthanc_stores_the_inputs_and_outputs_and_decodes_the_same_pixels() {
         let (id, _) = by_uid
             .get(&uid)
             .unwrap_or_else(|| panic!("{} ({uid}) is not in Orthanc", file.display()));
-        let back = work.path().join("back.dcm");
-        std::fs::write(&back, orthanc.get(&format!("/instances/{id}/file"))).unwrap();
-        let back = open_file(&back).unwrap();
+        let back_path = work.path().join("back.dcm");
+        std::fs::write(&back_path, orthanc.get(&format!("/instances/{id}/file"))).unwrap();
+        let back = open_file(&back_path).unwrap();
         assert_eq!(
             back.meta().transfer_syntax(),
             obj.meta().transfer_syntax(),
@@ -356,6 +357,13 @@ fn orthanc_stores_the_inputs_and_outputs_and_decodes_the_same_pixels() {
             file.display()
         );
         if raw_dirs.iter().any(|d| file.starts_with(d)) {
+            // Raw data archived in a PACS and retrieved reads as it was written.
+            assert_eq!(
+                read_raw(&back_path, ReadLimits::default()).unwrap(),
+                read_raw(file, ReadLimits::default()).unwrap(),
+                "{}",
+                file.display()
+            );
             continue;
         }
         // Orthanc's decoder against dps-recon's: the stored values as Orthanc

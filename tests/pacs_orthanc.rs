@@ -7,7 +7,8 @@
 //!   elements and values (the file meta group, which names the program that
 //!   wrote the file, and the encoded lengths of sequences are DCMTK's); the raw
 //!   files retrieved read as the measurements that were sent;
-//! - each output series sits in its input's study, beside the raw series;
+//! - each output series sits in its input's study, beside the raw series, and
+//!   Orthanc orders its slices as a volume by their geometry;
 //! - Orthanc's own decoder and its reading of RescaleSlope/Intercept (CT) or of
 //!   the Real World Value Mapping (MR) give the values that dps-recon's reader
 //!   gives, and Orthanc renders the MR images with their window without
@@ -459,6 +460,34 @@ fn orthanc_stores_the_inputs_and_outputs_and_decodes_the_same_pixels() {
             .collect();
         let mut expected = series_of(out);
         assert_eq!(expected.len(), 4, "{}", out.display());
+        // Orthanc orders the slices of a series by their geometry (a volume),
+        // monotonic along the normal.
+        for series in &expected {
+            let ordered = orthanc.get_json(&format!("/series/{series}/ordered-slices"));
+            let ids: Vec<&str> = ordered["SlicesShort"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s[0].as_str().unwrap())
+                .collect();
+            if ids.len() < 2 {
+                continue;
+            }
+            assert_eq!(ordered["Type"], "Volume", "{ordered:#}");
+            let z: Vec<f64> = ids
+                .iter()
+                .map(|id| {
+                    let tags = orthanc.get_json(&format!("/instances/{id}/simplified-tags"));
+                    let position = tags["ImagePositionPatient"].as_str().unwrap();
+                    position.split('\\').nth(2).unwrap().parse().unwrap()
+                })
+                .collect();
+            let steps: Vec<f64> = z.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(
+                steps.iter().all(|d| *d > 0.0) || steps.iter().all(|d| *d < 0.0),
+                "Orthanc's slice order: z = {z:?}"
+            );
+        }
         expected.insert(raw_series);
         assert_eq!(in_study, expected, "{}", out.display());
     }

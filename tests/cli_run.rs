@@ -289,6 +289,11 @@ fn run_text(args: &[&str]) -> (i32, String, String) {
     (status.code().unwrap_or(-1), stdout, stderr)
 }
 
+/// `run --json -p PRESET -o OUT INPUT`: the arguments the run tests start from.
+fn run_args<'a>(preset: &'a Path, out: &'a Path, input: &'a Path) -> Vec<&'a str> {
+    vec!["run", "--json", "-p", s(preset), "-o", s(out), s(input)]
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -476,15 +481,7 @@ fn mri_series_end_to_end_resume_force_and_refusal() {
         "[acquisition]\nmask = \"equispaced-lines\"\nacceleration = 4\ncenter_fraction = 0.08\n";
     let preset_path = preset(tmp.path(), "mr-test", "mr", &card, 10, acquisition);
     let out = tmp.path().join("out");
-    let args = [
-        "run",
-        "--json",
-        "-p",
-        s(&preset_path),
-        "-o",
-        s(&out),
-        s(&input),
-    ];
+    let args = run_args(&preset_path, &out, &input);
 
     let (code, summary, stderr) = run(&args);
     assert_eq!(code, 0, "{stderr}\n{summary:#}");
@@ -562,15 +559,7 @@ fn mri_series_end_to_end_resume_force_and_refusal() {
     // series is skipped, nothing is rewritten, and OUT is not scanned.
     let before = std::fs::read(dir.join("manifest.json")).unwrap();
     let files_before = tree(&out);
-    let all = [
-        "run",
-        "--json",
-        "-p",
-        s(&preset_path),
-        "-o",
-        s(&out),
-        s(tmp.path()),
-    ];
+    let all = run_args(&preset_path, &out, tmp.path());
     let (code, summary, stderr) = run(&all);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(summary["counts"]["already_done"], 1, "{summary:#}");
@@ -675,15 +664,7 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
 
     let preset_path = preset(tmp.path(), "ct-test", "ct", &card, 10, "");
     let out = tmp.path().join("out");
-    let args = [
-        "run",
-        "--json",
-        "-p",
-        s(&preset_path),
-        "-o",
-        s(&out),
-        s(&input),
-    ];
+    let args = run_args(&preset_path, &out, &input);
 
     // Dry run: the plan, nothing written.
     let mut dry = args.to_vec();
@@ -863,15 +844,7 @@ fn a_dry_run_foresees_a_series_the_run_fails_before_sampling() {
         "modality = \"ct\"\nlikelihood = \"transmission\"\n",
     );
     std::fs::write(&preset_path, text).unwrap();
-    let args = [
-        "run",
-        "--json",
-        "-p",
-        s(&preset_path),
-        "-o",
-        s(&out),
-        s(&input),
-    ];
+    let args = run_args(&preset_path, &out, &input);
 
     let (code, plan, stderr) = run(&[&args[..], &["--dry-run"]].concat());
     assert_eq!(code, 1, "{stderr}\n{plan:#}");
@@ -916,18 +889,10 @@ fn a_killed_run_is_completed_by_the_next_without_partial_or_duplicate_files() {
     // Enough steps that a series takes a noticeable time.
     let preset_path = preset(tmp.path(), "ct-kill", "ct", &card, 150, "");
     let out = tmp.path().join("out");
-    let args = [
-        "run",
-        "--json",
-        "-p",
-        s(&preset_path),
-        "-o",
-        s(&out),
-        s(&input),
-    ];
+    let args = run_args(&preset_path, &out, &input);
 
     let mut child = dps_recon()
-        .args(args)
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1133,16 +1098,10 @@ fn a_sampling_batch_larger_than_memory_fails_its_series_before_sampling() {
     let (preset_path, input, out) = two_ct_slices(tmp.path(), 40);
     // 2 · 10⁹ images of 32²: petabytes.
     let args = [
-        "run",
-        "--json",
-        "-p",
-        s(&preset_path),
-        "-o",
-        s(&out),
-        s(&input),
-        "--samples",
-        "1000000000",
-    ];
+        run_args(&preset_path, &out, &input),
+        vec!["--samples", "1000000000"],
+    ]
+    .concat();
     let needs = "sampling 2 slice(s) × 1000000000 sample(s) = 2000000000 images together \
                  needs at least";
     // The dry run foresees it, writing nothing.

@@ -823,6 +823,142 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
     assert_eq!(summary["counts"]["failed"], 1);
 }
 
+/// One run with an MR and a CT preset reconstructs each series of a mixed folder
+/// with the preset for its modality; two presets for one modality, or `--prior`
+/// with two presets, are configuration errors.
+#[test]
+fn a_preset_per_modality_reconstructs_a_mixed_folder_in_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mr_card = tiny_prior(tmp.path(), PhantomStyle::Mr);
+    let ct_card = tiny_prior(tmp.path(), PhantomStyle::Ct);
+    let input = tmp.path().join("in");
+    let (mr, mr_raws) = write_raw_series(&input.join("mr"), 1, mr_slice, 40);
+    let (ct, ct_raws) = write_raw_series(&input.join("ct"), 2, ct_slice, 50);
+    let acquisition =
+        "[acquisition]\nmask = \"equispaced-lines\"\nacceleration = 4\ncenter_fraction = 0.08\n";
+    let mr_preset = preset(tmp.path(), "mr-test", "mr", &mr_card, 4, acquisition);
+    let ct_preset = preset(tmp.path(), "ct-test", "ct", &ct_card, 4, "");
+    let out = tmp.path().join("out");
+    let mut args = run_args(&ct_preset, &out, &input);
+    args.extend(["-p", s(&mr_preset)]);
+
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let (code, plan, stderr) = run(&dry);
+    assert_eq!(code, 0, "{stderr}\n{plan:#}");
+    let presets: Vec<(&str, &str, &str)> = plan["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["modality"].as_str().unwrap(),
+                p["prior"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        presets,
+        [("ct-test", "CT", "tiny-ct"), ("mr-test", "MR", "tiny-mr")]
+    );
+    let planned = |uid: &str| -> Value {
+        plan["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["series_instance_uid"] == uid)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(planned(&mr.series)["preset"], "mr-test");
+    assert_eq!(planned(&ct.series)["preset"], "ct-test");
+    for uid in [&mr.series, &ct.series] {
+        let check = &planned(uid)["preflight"];
+        assert_eq!(check["error"], Value::Null, "{check:#}");
+    }
+    let text_args: Vec<&str> = dry.iter().copied().filter(|&a| a != "--json").collect();
+    let (_, text, _) = run_text(&text_args);
+    assert!(text.contains("preset mr-test ("), "{text}");
+    assert!(text.contains(") for MR data, prior "), "{text}");
+    assert!(
+        text.contains("reconstruct: 1 MR slice with mr-test -> "),
+        "{text}"
+    );
+    assert!(
+        text.contains("reconstruct: 2 CT slices with ct-test -> "),
+        "{text}"
+    );
+    assert!(!out.exists(), "a dry run writes nothing");
+
+    let (code, summary, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}\n{summary:#}");
+    assert_eq!(summary["counts"]["done"], 2, "{summary:#}");
+    let reported: HashSet<(&str, &str)> = summary["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["series_instance_uid"].as_str().unwrap(),
+                s["preset"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        HashSet::from([
+            (mr.series.as_str(), "mr-test"),
+            (ct.series.as_str(), "ct-test")
+        ])
+    );
+    let kinds = ["dps", "uncertainty", "zero-filled", "cg-sense"];
+    let m = check_done_series(
+        &out.join(&mr.study).join(&mr.series),
+        &mr_raws,
+        &kinds,
+        &mr_card,
+    );
+    assert_eq!(m["preset"]["sha256"], sha256(&mr_preset));
+    let kinds = ["dps", "uncertainty", "fbp", "tv"];
+    let m = check_done_series(
+        &out.join(&ct.study).join(&ct.series),
+        &ct_raws,
+        &kinds,
+        &ct_card,
+    );
+    assert_eq!(m["preset"]["sha256"], sha256(&ct_preset));
+
+    // The presets in the other order make the same recipes: nothing to redo.
+    let mut swapped = run_args(&mr_preset, &out, &input);
+    swapped.extend(["-p", s(&ct_preset)]);
+    let (code, summary, stderr) = run(&swapped);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(summary["counts"]["already_done"], 2, "{summary:#}");
+
+    let elsewhere = tmp.path().join("elsewhere");
+    let second_ct = preset(tmp.path(), "ct-other", "ct", &ct_card, 4, "");
+    let mut two_ct = run_args(&ct_preset, &elsewhere, &input);
+    two_ct.extend(["-p", s(&second_ct)]);
+    let (code, _, stderr) = run(&two_ct);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("presets ct-test (")
+            && stderr.contains("and ct-other (")
+            && stderr.contains("are both for CT data"),
+        "{stderr}"
+    );
+    let mut with_prior = run_args(&ct_preset, &elsewhere, &input);
+    with_prior.extend(["-p", s(&mr_preset), "--prior", s(&ct_card)]);
+    let (code, _, stderr) = run(&with_prior);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--prior") && stderr.contains("2 presets are given"),
+        "{stderr}"
+    );
+    assert!(!elsewhere.exists(), "configuration errors write nothing");
+}
+
 /// A series of 2 CT slices (noise seed `seed`) in `dir`/in, a tiny prior and
 /// a 10-step preset for it: (preset, input folder, output folder).
 fn two_ct_slices(dir: &Path, seed: u64) -> (PathBuf, PathBuf, PathBuf) {

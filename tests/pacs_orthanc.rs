@@ -1,6 +1,7 @@
 //! A real PACS takes what dps-recon reads and writes: the bundled sample data
-//! (raw k-space and sinogram, Raw Data Storage) and `dps-recon run`'s output
-//! series (DPS, the posterior standard deviation, the baselines) are sent to a
+//! (raw k-space and sinogram, Raw Data Storage) and the output series (DPS, the
+//! posterior standard deviation, the baselines) of one `dps-recon run` of both
+//! with an MR and a CT preset are sent to a
 //! fresh Orthanc (Debian `orthanc`) by DICOM C-STORE (dcmtk's `storescu`). Then,
 //! through Orthanc's REST API:
 //! - every file is stored, and comes back in its transfer syntax with the same
@@ -204,10 +205,9 @@ impl Drop for Orthanc {
     }
 }
 
-/// `dps-recon run` of sample_data/`case` with a 2-step copy of the fast
-/// `preset` that also writes the posterior standard deviation (2 samples);
-/// returns the series folder.
-fn reconstruct(case: &str, preset: &str, out: &Path) -> PathBuf {
+/// A 2-step copy in `dir` of the fast `preset` that also writes the posterior
+/// standard deviation (2 samples).
+fn fast_copy(preset: &str, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(root().join("pipelines").join(format!("{preset}.toml")))
         .unwrap()
         .replace(
@@ -218,14 +218,20 @@ fn reconstruct(case: &str, preset: &str, out: &Path) -> PathBuf {
         .replace("samples = 1", "samples = 2")
         .replace("iterations = 1000", "iterations = 20")
         .replace("uncertainty = false", "uncertainty = true");
-    let preset_path = out.join(format!("{preset}-pacs.toml"));
+    let preset_path = dir.join(format!("{preset}-pacs.toml"));
     std::fs::write(&preset_path, text).unwrap();
+    preset_path
+}
+
+/// One `dps-recon run` of the `raw` folders into `out` with an MR and a CT
+/// preset, as a PACS-side script would run it; returns each series folder by
+/// input folder.
+fn reconstruct(raw: &[PathBuf], presets: [&Path; 2], out: &Path) -> Vec<PathBuf> {
     let result = Command::new(env!("CARGO_BIN_EXE_dps-recon"))
-        .args(["--device", "cpu", "-q", "run", "--json", "-p"])
-        .arg(&preset_path)
-        .arg("-o")
-        .arg(out.join(case))
-        .arg(root().join("sample_data").join(case).join("raw"))
+        .args(["--device", "cpu", "-q", "run", "--json", "-o"])
+        .arg(out)
+        .args(presets.iter().flat_map(|p| [Path::new("-p"), p]))
+        .args(raw)
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
@@ -236,7 +242,18 @@ fn reconstruct(case: &str, preset: &str, out: &Path) -> PathBuf {
         "{summary:#}\n{}",
         String::from_utf8_lossy(&result.stderr)
     );
-    PathBuf::from(summary["series"][0]["dir"].as_str().unwrap())
+    let series = summary["series"].as_array().unwrap();
+    assert_eq!(series.len(), raw.len(), "{summary:#}");
+    raw.iter()
+        .map(|dir| {
+            let raw = read_raw(&dcm_files(dir)[0], ReadLimits::default()).unwrap();
+            let done = series
+                .iter()
+                .find(|s| s["series_instance_uid"] == raw.context.series_instance_uid)
+                .unwrap();
+            PathBuf::from(done["dir"].as_str().unwrap())
+        })
+        .collect()
 }
 
 /// Whether two data sets hold the same elements (tag, VR, value), recursively;
@@ -290,18 +307,19 @@ fn orthanc_stores_the_inputs_and_outputs_and_decodes_the_same_pixels() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
-    let cases = [
-        ("mri-brain-4x", "mri-cartesian-4x-fast"),
-        ("ct-shepp-logan-sparse", "ct-sparse-view-fast"),
+    let raw_dirs: Vec<PathBuf> = ["mri-brain-4x", "ct-shepp-logan-sparse"]
+        .iter()
+        .map(|case| root().join("sample_data").join(case).join("raw"))
+        .collect();
+    let presets = [
+        fast_copy("mri-cartesian-4x-fast", work.path()),
+        fast_copy("ct-sparse-view-fast", work.path()),
     ];
-    let series_dirs: Vec<PathBuf> = cases
-        .iter()
-        .map(|(case, preset)| reconstruct(case, preset, work.path()))
-        .collect();
-    let raw_dirs: Vec<PathBuf> = cases
-        .iter()
-        .map(|(case, _)| root().join("sample_data").join(case).join("raw"))
-        .collect();
+    let series_dirs = reconstruct(
+        &raw_dirs,
+        [&presets[0], &presets[1]],
+        &work.path().join("out"),
+    );
 
     let orthanc = Orthanc::start(&binary);
     let mut sent: Vec<&Path> = raw_dirs.iter().map(PathBuf::as_path).collect();

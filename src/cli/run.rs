@@ -1,6 +1,6 @@
-//! `dps-recon run --pipeline P INPUT... -o OUT`: reconstructs every series of raw
-//! measurements found in the inputs with a preset and writes DICOM series and a
-//! manifest per series under OUT (see `dps_recon::pipeline::batch` and
+//! `dps-recon run --pipeline P [--pipeline Q] INPUT... -o OUT`: reconstructs
+//! every series of raw measurements found in the inputs with the preset for its
+//! modality and writes DICOM series and a manifest per series under OUT (see `dps_recon::pipeline::batch` and
 //! docs/pipelines.md).
 //!
 //! Exit codes: 0 every series done (or already done), 1 some file or series
@@ -34,15 +34,17 @@ pub struct Args {
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
 
-    /// The preset: a name from pipelines/ (e.g. mri-cartesian-4x) or a TOML file.
-    #[arg(long, short = 'p')]
-    pub pipeline: String,
+    /// The preset: a name from pipelines/ (e.g. mri-cartesian-4x) or a TOML
+    /// file. Give one per modality (an MR and a CT preset) to reconstruct each
+    /// series with the preset for its modality.
+    #[arg(long, short = 'p', required = true)]
+    pub pipeline: Vec<String>,
 
     /// Output folder: OUT/<study>/<series>/ per input series.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
 
-    /// Model card to use instead of the preset's prior.
+    /// Model card to use instead of the preset's prior (with a single preset).
     #[arg(long)]
     pub prior: Option<PathBuf>,
 
@@ -96,7 +98,11 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             input.display()
         );
     }
-    let preset = Preset::load(&resolve_preset_path(&args.pipeline)?)?;
+    let presets = args
+        .pipeline
+        .iter()
+        .map(|name| Ok(Preset::load(&resolve_preset_path(name)?)?))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let options = RunOptions {
         inputs: args.inputs.clone(),
         out: args.out.clone(),
@@ -112,31 +118,31 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             max_bytes: args.max_memory_mib.saturating_mul(1 << 20),
         },
     };
-    let recipe = Recipe::new(preset, &options)?;
+    let recipes = batch::recipes(presets, &options)?;
     let quiet = LevelFilter::current() < LevelFilter::WARN;
 
     if args.dry_run {
-        let mut plan = batch::plan(&recipe, &options);
-        batch::preflight(&recipe, &options, &mut plan);
+        let mut plan = batch::plan(&recipes, &options);
+        batch::preflight(&recipes, &options, &mut plan);
         let failing = !plan.failed_files.is_empty()
             || plan.series.iter().any(|s| {
                 matches!(s.action, Action::Refuse(_))
                     || s.preflight.as_ref().is_some_and(|p| p.error.is_some())
             });
         let text = if args.json {
-            format!("{:#}\n", plan_json(&recipe, &options, &plan))
+            format!("{:#}\n", plan_json(&recipes, &options, &plan))
         } else {
-            plan_text(&recipe, &plan)
+            plan_text(&recipes, &plan)
         };
         write_stdout(&text)?;
         return Ok(exit_code(!failing));
     }
 
     let mut observer = Progress::new(quiet);
-    let summary = batch::run(&recipe, &options, &mut observer)?;
+    let summary = batch::run(&recipes, &options, &mut observer)?;
     observer.finish();
     let text = if args.json {
-        format!("{:#}\n", summary_json(&recipe, &options, &summary))
+        format!("{:#}\n", summary_json(&recipes, &options, &summary))
     } else {
         summary_text(&summary)
     };
@@ -161,20 +167,27 @@ fn action_text(action: &Action) -> String {
     }
 }
 
-fn plan_text(recipe: &Recipe, plan: &Plan) -> String {
-    let mut text = format!(
-        "preset {} ({}), prior {}\n",
-        recipe.preset.name,
-        recipe.preset.path.display(),
-        recipe.card_path.display()
-    );
+fn plan_text(recipes: &[Recipe], plan: &Plan) -> String {
+    let mut text: String = recipes
+        .iter()
+        .map(|r| {
+            format!(
+                "preset {} ({}) for {} data, prior {}\n",
+                r.preset.name,
+                r.preset.path.display(),
+                r.preset.modality.dicom(),
+                r.card_path.display()
+            )
+        })
+        .collect();
     for s in &plan.series {
         text += &format!(
-            "{}: {} {} slice{} -> {}\n",
+            "{}: {} {} slice{} with {} -> {}\n",
             action_text(&s.action),
             s.input.files.len(),
             s.input.modality,
             if s.input.files.len() == 1 { "" } else { "s" },
+            recipes[s.recipe].preset.name,
             s.dirs.fin.display()
         );
         if let Some(check) = &s.preflight {
@@ -222,16 +235,32 @@ fn preflight_text(check: &Preflight) -> String {
     warnings + &text + "\n"
 }
 
-fn plan_json(recipe: &Recipe, options: &RunOptions, plan: &Plan) -> serde_json::Value {
+/// The run's presets in JSON: name, path, sha256, modality and prior each.
+fn presets_json(recipes: &[Recipe]) -> serde_json::Value {
+    recipes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.preset.name,
+                "path": r.preset.path,
+                "sha256": r.preset.sha256,
+                "modality": r.preset.modality.dicom(),
+                "prior": r.prior,
+            })
+        })
+        .collect()
+}
+
+fn plan_json(recipes: &[Recipe], options: &RunOptions, plan: &Plan) -> serde_json::Value {
     json!({
         "dry_run": true,
-        "preset": { "name": recipe.preset.name, "path": recipe.preset.path, "sha256": recipe.preset.sha256 },
-        "prior": recipe.prior,
+        "presets": presets_json(recipes),
         "out": options.out,
         "series": plan.series.iter().map(|s| json!({
             "study_instance_uid": s.input.study_instance_uid,
             "series_instance_uid": s.input.series_instance_uid,
             "modality": s.input.modality,
+            "preset": recipes[s.recipe].preset.name,
             "slices": s.input.files.len(),
             "files": s.input.files.iter().map(|(p, _)| p).collect::<Vec<_>>(),
             "dir": s.dirs.fin,
@@ -276,13 +305,12 @@ fn summary_text(summary: &Summary) -> String {
     text
 }
 
-fn summary_json(recipe: &Recipe, options: &RunOptions, summary: &Summary) -> serde_json::Value {
+fn summary_json(recipes: &[Recipe], options: &RunOptions, summary: &Summary) -> serde_json::Value {
     let (done, skipped, failed) = summary.counts();
     json!({
         "dry_run": false,
         "exit_code": if summary.all_done() { 0 } else { 1 },
-        "preset": { "name": recipe.preset.name, "path": recipe.preset.path, "sha256": recipe.preset.sha256 },
-        "prior": recipe.prior,
+        "presets": presets_json(recipes),
         "out": options.out,
         "counts": {
             "series": summary.series.len(),

@@ -1,7 +1,9 @@
 //! Batch reconstruction (`dps-recon run`): raw files in, one folder of DICOM
 //! series and a manifest per input series out, resumable and safe to kill.
 //!
-//! 1. [`Recipe::new`] checks the preset against its prior (configuration errors).
+//! 1. [`recipes`] checks each preset against its prior (configuration errors);
+//!    a run has one preset, or one per modality, and each series goes to the
+//!    preset of its modality ([`recipe_for`]).
 //! 2. [`OutputLock::acquire`] takes the output folder; [`clean_stale`] removes
 //!    what killed runs left (see [`layout`]).
 //! 3. [`plan`] scans the inputs ([`inputs`]) and decides per series: reconstruct,
@@ -170,6 +172,50 @@ impl Recipe {
     }
 }
 
+/// The recipes of a run, one per preset, in the order given. More than one
+/// preset is allowed when each is for another modality, so that one run covers
+/// a folder of MR and CT series; `--prior` (`options.prior_card`) then has no
+/// single preset to replace the prior of and is refused. Every error here is a
+/// configuration error.
+pub fn recipes(presets: Vec<Preset>, options: &RunOptions) -> anyhow::Result<Vec<Recipe>> {
+    anyhow::ensure!(!presets.is_empty(), "no preset given");
+    for (k, later) in presets.iter().enumerate() {
+        if let Some(earlier) = presets[..k].iter().find(|p| p.modality == later.modality) {
+            anyhow::bail!(
+                "presets {} ({}) and {} ({}) are both for {} data; give at most one preset \
+                 per modality",
+                earlier.name,
+                earlier.path.display(),
+                later.name,
+                later.path.display(),
+                later.modality.dicom()
+            );
+        }
+    }
+    if let (Some(card), true) = (&options.prior_card, presets.len() > 1) {
+        anyhow::bail!(
+            "--prior {} replaces the prior of a single preset, but {} presets are given; \
+             set the card in each preset's [prior] section instead",
+            card.display(),
+            presets.len()
+        );
+    }
+    presets
+        .into_iter()
+        .map(|preset| Recipe::new(preset, options))
+        .collect()
+}
+
+/// The index in `recipes` of the recipe for a series of `modality` (its
+/// Modality tag): the one whose preset is for that modality, otherwise the
+/// first, whose run then fails the series as data of another modality.
+pub fn recipe_for(recipes: &[Recipe], modality: &str) -> usize {
+    recipes
+        .iter()
+        .position(|r| r.preset.modality.dicom() == modality)
+        .unwrap_or(0)
+}
+
 /// What a run does with a series.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "action", content = "reason")]
@@ -189,6 +235,8 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct PlannedSeries {
     pub input: SeriesGroup,
+    /// Its recipe: an index in the run's recipes ([`recipe_for`]).
+    pub recipe: usize,
     pub dirs: SeriesDirs,
     pub action: Action,
     /// What [`preflight`] found (`None` before it ran, or when the series is
@@ -226,8 +274,9 @@ pub struct Plan {
     pub failed_files: Vec<FileIssue>,
 }
 
-/// Scans the inputs and decides what to do with each series (reads only).
-pub fn plan(recipe: &Recipe, options: &RunOptions) -> Plan {
+/// Scans the inputs, gives each series its recipe and decides what to do with
+/// it (reads only).
+pub fn plan(recipes: &[Recipe], options: &RunOptions) -> Plan {
     let inventory = inputs::collect(&options.inputs, Some(&options.out), options.limits);
     let series = inventory
         .series
@@ -238,9 +287,11 @@ pub fn plan(recipe: &Recipe, options: &RunOptions) -> Plan {
                 &input.study_instance_uid,
                 &input.series_instance_uid,
             );
-            let action = decide(recipe, &input, &dirs, options.force);
+            let recipe = recipe_for(recipes, &input.modality);
+            let action = decide(&recipes[recipe], &input, &dirs, options.force);
             PlannedSeries {
                 input,
+                recipe,
                 dirs,
                 action,
                 preflight: None,
@@ -257,10 +308,11 @@ pub fn plan(recipe: &Recipe, options: &RunOptions) -> Plan {
 /// Runs [`Preflight`] on every series of `plan` that is to be reconstructed or
 /// redone (reads only; each series' raw files are read whole once more, and
 /// its problems are built on the CPU one batch at a time).
-pub fn preflight(recipe: &Recipe, options: &RunOptions, plan: &mut Plan) {
+pub fn preflight(recipes: &[Recipe], options: &RunOptions, plan: &mut Plan) {
     let available = memory::available_on(options.device);
     for s in &mut plan.series {
         if matches!(s.action, Action::Reconstruct | Action::Redo) {
+            let recipe = &recipes[s.recipe];
             s.preflight = Some(preflight_series(recipe, options, &s.input, available));
         }
     }
@@ -379,6 +431,8 @@ pub struct SeriesReport {
     pub study_instance_uid: String,
     pub series_instance_uid: String,
     pub modality: String,
+    /// The name of the preset the series went to.
+    pub preset: String,
     pub slices: usize,
     /// The series folder.
     pub dir: PathBuf,
@@ -437,7 +491,7 @@ pub trait Observer {
 /// output folder cannot be used, the prior cannot be loaded); everything else
 /// ends up in the summary.
 pub fn run(
-    recipe: &Recipe,
+    recipes: &[Recipe],
     options: &RunOptions,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Summary> {
@@ -454,41 +508,59 @@ pub fn run(
     for path in &cleanup.restored {
         tracing::info!("restored {} after a killed run", path.display());
     }
-    let plan = plan(recipe, options);
+    let plan = plan(recipes, options);
     observer.planned(&plan);
-    let mut summary = execute(recipe, options, plan, observer)?;
+    let mut summary = execute(recipes, options, plan, observer)?;
     summary.cleanup = cleanup;
     Ok(summary)
 }
 
+/// Loads the prior of each recipe that has a series to (re)construct, before
+/// any series starts.
+fn load_priors(
+    recipes: &[Recipe],
+    options: &RunOptions,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Option<Prior>>> {
+    let needed = |k: usize| {
+        plan.series
+            .iter()
+            .any(|s| s.recipe == k && matches!(s.action, Action::Reconstruct | Action::Redo))
+    };
+    let mut priors = Vec::with_capacity(recipes.len());
+    for (k, recipe) in recipes.iter().enumerate() {
+        let prior = if needed(k) {
+            let who = format!(
+                "preset {} ({})",
+                recipe.preset.name,
+                recipe.preset.path.display()
+            );
+            Some(
+                Prior::load(&recipe.card_path, options.device, options.precision).with_context(
+                    || format!("{who}: loading prior {}", recipe.card_path.display()),
+                )?,
+            )
+        } else {
+            None
+        };
+        priors.push(prior);
+    }
+    Ok(priors)
+}
+
 fn execute(
-    recipe: &Recipe,
+    recipes: &[Recipe],
     options: &RunOptions,
     plan: Plan,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Summary> {
-    let needs_prior = plan
-        .series
-        .iter()
-        .any(|s| matches!(s.action, Action::Reconstruct | Action::Redo));
-    let prior = if needs_prior {
-        let who = format!(
-            "preset {} ({})",
-            recipe.preset.name,
-            recipe.preset.path.display()
-        );
-        Some(
-            Prior::load(&recipe.card_path, options.device, options.precision)
-                .with_context(|| format!("{who}: loading prior {}", recipe.card_path.display()))?,
-        )
-    } else {
-        None
-    };
+    let priors = load_priors(recipes, options, &plan)?;
     let total = plan.series.len();
     let mut reports = Vec::with_capacity(total);
     for (index, planned) in plan.series.iter().enumerate() {
         observer.series_started(index, total, planned);
-        let outcome = match (&planned.action, prior.as_ref()) {
+        let recipe = &recipes[planned.recipe];
+        let outcome = match (&planned.action, priors[planned.recipe].as_ref()) {
             (Action::Reconstruct | Action::Redo, Some(prior)) => {
                 run_series(recipe, options, prior, planned, observer)
             }
@@ -501,6 +573,7 @@ fn execute(
             study_instance_uid: planned.input.study_instance_uid.clone(),
             series_instance_uid: planned.input.series_instance_uid.clone(),
             modality: planned.input.modality.clone(),
+            preset: recipe.preset.name.clone(),
             slices: planned.input.files.len(),
             dir: planned.dirs.fin.clone(),
             outcome,

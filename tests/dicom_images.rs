@@ -608,6 +608,102 @@ fn a_modality_lut_takes_precedence_over_the_real_world_value_mapping() {
     }
 }
 
+/// `path`'s MR file with its Real World Value Mapping Sequence replaced by
+/// `items`, written to `to`.
+fn with_mapping_items(path: &Path, items: Vec<dicom_object::InMemDicomObject>, to: &Path) {
+    let mut obj = dicom_object::open_file(path).unwrap();
+    obj.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE,
+        dicom_core::VR::SQ,
+        dicom_core::value::DataSetSequence::from(items),
+    ));
+    obj.write_to_file(to).unwrap();
+}
+
+/// A linear mapping item for stored values `first..=last`.
+fn mapping_item(
+    first: u16,
+    last: u16,
+    slope: f64,
+    intercept: f64,
+) -> dicom_object::InMemDicomObject {
+    use dicom_dictionary_std::tags;
+    let mut item = dicom_object::InMemDicomObject::new_empty();
+    let us = |v: u16| dicom_core::PrimitiveValue::from(v);
+    let fd = |v: f64| dicom_core::PrimitiveValue::from(v);
+    for (tag, vr, value) in [
+        (
+            tags::REAL_WORLD_VALUE_FIRST_VALUE_MAPPED,
+            dicom_core::VR::US,
+            us(first),
+        ),
+        (
+            tags::REAL_WORLD_VALUE_LAST_VALUE_MAPPED,
+            dicom_core::VR::US,
+            us(last),
+        ),
+        (tags::REAL_WORLD_VALUE_SLOPE, dicom_core::VR::FD, fd(slope)),
+        (
+            tags::REAL_WORLD_VALUE_INTERCEPT,
+            dicom_core::VR::FD,
+            fd(intercept),
+        ),
+    ] {
+        item.put(dicom_core::DataElement::new(tag, vr, value));
+    }
+    item
+}
+
+/// Each stored value maps by the first linear item whose range of stored
+/// values holds all of the frame's; values outside every range are an error,
+/// not numbers in an unknown unit.
+#[test]
+fn the_real_world_value_mapping_applies_to_the_stored_values_in_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = slices(1, 6, 5, ImageModality::Mr);
+    let spec = spec(ImageModality::Mr, ImageRole::Reconstruction);
+    let written = write_series(dir.path(), &spec, &input).unwrap();
+    let path = &written.files[0];
+    let mapped = read_image(path, ReadLimits::default()).unwrap().frames[0]
+        .pixels
+        .clone();
+    let stored: Vec<f64> = mapped
+        .iter()
+        .map(|&m| ((f64::from(m) - written.rescale_intercept) / written.rescale_slope).round())
+        .collect();
+    let bottom = stored.iter().copied().fold(f64::INFINITY, f64::min) as u16;
+    let top = stored.iter().copied().fold(0.0, f64::max) as u16;
+    assert!(bottom + 1000 < top, "{bottom}..{top}");
+
+    // An item for all but the top value first, then one for all: the second
+    // maps.
+    let twice = dir.path().join("two-items.dcm");
+    let items = vec![
+        mapping_item(0, top - 1, 7.0, 1.0),
+        mapping_item(0, u16::MAX, 2.0, -3.0),
+    ];
+    with_mapping_items(path, items, &twice);
+    let values = read_image(&twice, ReadLimits::default()).unwrap().frames[0]
+        .pixels
+        .clone();
+    for (s, v) in stored.iter().zip(&values) {
+        assert!((f64::from(*v) - (2.0 * s - 3.0)).abs() < 1e-3, "{s} -> {v}");
+    }
+
+    // No item covers the largest stored value.
+    let short = dir.path().join("short-range.dcm");
+    with_mapping_items(path, vec![mapping_item(0, top - 1, 2.0, -3.0)], &short);
+    let err = read_image(&short, ReadLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("stored values {bottom}..{top}"))
+            && err.contains(&format!("(0..{})", top - 1))
+            && err.contains("Real World Value Mapping"),
+        "{err}"
+    );
+}
+
 #[test]
 fn series_of_mixed_uids_or_sizes_are_refused() {
     let dir = tempfile::tempdir().unwrap();

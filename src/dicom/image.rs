@@ -27,9 +27,10 @@ pub struct ImageFrame {
     pub cols: usize,
     /// `[rows, cols]` row-major values after RescaleSlope/Intercept (the
     /// Modality LUT): HU for CT. A single-frame image without a Modality LUT
-    /// whose Real World Value Mapping Sequence has a linear item (the MR series
-    /// dps-recon writes) gets that item's map instead. MONOCHROME1 values are
-    /// not inverted.
+    /// whose Real World Value Mapping Sequence has linear items (the MR series
+    /// dps-recon writes) gets the map of the first whose range of stored
+    /// values holds all of the frame's, and an error when none does.
+    /// MONOCHROME1 values are not inverted.
     pub pixels: Vec<f32>,
     /// PixelSpacing `[between rows, between columns]`, mm.
     pub pixel_spacing_mm: Option<[f64; 2]>,
@@ -209,7 +210,7 @@ pub fn image_from_object(
             decoded.data().len()
         )));
     }
-    let real_world = real_world_map(obj)?;
+    let real_world = real_world_maps(obj)?;
     let geometry = FrameGeometry::read(obj, frames as usize)?;
     let instance_number = int(obj, tags::INSTANCE_NUMBER)?.and_then(|n| i32::try_from(n).ok());
     let sop_instance_uid = text(obj, tags::SOP_INSTANCE_UID);
@@ -218,9 +219,15 @@ pub fn image_from_object(
         let mut values: Vec<f32> = without_panic(|| decoded.to_vec_frame(i as u32))
             .map_err(|_| DicomError::Pixel(format!("frame {i}: conversion failed")))?
             .map_err(|e| DicomError::Pixel(format!("frame {i}: {}", error_chain(&e))))?;
-        if let Some((slope, intercept)) = real_world {
+        if !real_world.is_empty() {
+            let map = mapping_for(&real_world, &values).map_err(|e| {
+                DicomError::invalid(
+                    std_name(tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE),
+                    format!("frame {i}: {e}"),
+                )
+            })?;
             for v in &mut values {
-                *v = (intercept + slope * f64::from(*v)) as f32;
+                *v = (map.intercept + map.slope * f64::from(*v)) as f32;
             }
         }
         if values.len() != rows * cols {
@@ -249,12 +256,23 @@ pub fn image_from_object(
     })
 }
 
-/// The linear Real World Value Mapping of an image that has no Modality LUT:
-/// `(slope, intercept)` of the first item of the Real World Value Mapping
-/// Sequence with RealWorldValueSlope and RealWorldValueIntercept. `None` when
-/// RescaleSlope or RescaleIntercept is present, or functional groups (enhanced
-/// images, whose frames carry their own maps), or no such item.
-fn real_world_map(obj: &InMemDicomObject) -> Result<Option<(f64, f64)>, DicomError> {
+/// A linear item of the Real World Value Mapping Sequence: stored value `v`
+/// in `[first, last]` maps to `intercept + slope · v`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RealWorldMap {
+    slope: f64,
+    intercept: f64,
+    /// RealWorldValueFirst/LastValueMapped (or their DoubleFloat forms);
+    /// `None` when the item gives no range.
+    range: Option<[f64; 2]>,
+}
+
+/// The linear Real World Value Mappings of an image that has no Modality LUT:
+/// the items of the Real World Value Mapping Sequence with RealWorldValueSlope
+/// and RealWorldValueIntercept, in order. Empty when RescaleSlope or
+/// RescaleIntercept is present, or functional groups (enhanced images, whose
+/// frames carry their own maps), or no such item.
+fn real_world_maps(obj: &InMemDicomObject) -> Result<Vec<RealWorldMap>, DicomError> {
     let has_modality_lut = [
         tags::RESCALE_SLOPE,
         tags::RESCALE_INTERCEPT,
@@ -265,16 +283,60 @@ fn real_world_map(obj: &InMemDicomObject) -> Result<Option<(f64, f64)>, DicomErr
     .any(|&tag| obj.get(tag).is_some());
     let items = match obj.get(tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE) {
         Some(seq) if !has_modality_lut => seq.items().unwrap_or_default(),
-        _ => return Ok(None),
+        _ => return Ok(Vec::new()),
     };
+    let mut maps = Vec::new();
     for item in items {
         let slope = f64_first(item, tags::REAL_WORLD_VALUE_SLOPE)?;
         let intercept = f64_first(item, tags::REAL_WORLD_VALUE_INTERCEPT)?;
-        if let (Some(slope), Some(intercept)) = (slope, intercept) {
-            return Ok(Some((slope, intercept)));
-        }
+        let (Some(slope), Some(intercept)) = (slope, intercept) else {
+            continue;
+        };
+        let bound = |double, integer| -> Result<Option<f64>, DicomError> {
+            Ok(f64_first(item, double)?.or(f64_first(item, integer)?))
+        };
+        let first = bound(
+            tags::DOUBLE_FLOAT_REAL_WORLD_VALUE_FIRST_VALUE_MAPPED,
+            tags::REAL_WORLD_VALUE_FIRST_VALUE_MAPPED,
+        )?;
+        let last = bound(
+            tags::DOUBLE_FLOAT_REAL_WORLD_VALUE_LAST_VALUE_MAPPED,
+            tags::REAL_WORLD_VALUE_LAST_VALUE_MAPPED,
+        )?;
+        maps.push(RealWorldMap {
+            slope,
+            intercept,
+            range: first.zip(last).map(|(a, b)| [a, b]),
+        });
     }
-    Ok(None)
+    Ok(maps)
+}
+
+/// The first of `maps` whose range holds every stored value of a frame (an
+/// item without a range holds all).
+fn mapping_for(maps: &[RealWorldMap], stored: &[f32]) -> Result<RealWorldMap, String> {
+    let (lo, hi) = stored
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(f64::from(v)), hi.max(f64::from(v)))
+        });
+    maps.iter()
+        .copied()
+        .find(|m| {
+            m.range
+                .is_none_or(|[first, last]| first <= lo && hi <= last)
+        })
+        .ok_or_else(|| {
+            let ranges: Vec<String> = maps
+                .iter()
+                .filter_map(|m| m.range.map(|[a, b]| format!("{a}..{b}")))
+                .collect();
+            format!(
+                "stored values {lo}..{hi} are not all inside the range of one linear Real \
+                 World Value Mapping item ({}), so their real-world values are unknown",
+                ranges.join(", ")
+            )
+        })
 }
 
 thread_local! {

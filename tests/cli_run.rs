@@ -294,6 +294,16 @@ fn run_args<'a>(preset: &'a Path, out: &'a Path, input: &'a Path) -> Vec<&'a str
     vec!["run", "--json", "-p", s(preset), "-o", s(out), s(input)]
 }
 
+/// The entry of series `uid` in a run's JSON summary or plan.
+fn series_entry<'a>(doc: &'a Value, uid: &str) -> &'a Value {
+    doc["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["series_instance_uid"] == uid)
+        .unwrap_or_else(|| panic!("no series {uid} in {doc:#}"))
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -688,15 +698,7 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
     );
     // The preflight reads each series whole: the MR series would fail, the CT
     // series' batches are those the run forms, their memory fits.
-    let preflight = |uid: &str| -> Value {
-        plan["series"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["series_instance_uid"] == uid)
-            .unwrap()["preflight"]
-            .clone()
-    };
+    let preflight = |uid: &str| series_entry(&plan, uid)["preflight"].clone();
     let mr_error = preflight(&mr.series)["error"].as_str().unwrap().to_owned();
     assert!(
         mr_error.contains("holds MR data") && mr_error.contains("ct-test"),
@@ -735,18 +737,9 @@ fn mixed_folder_reconstructs_the_good_series_and_reports_the_rest() {
         ),
         "{summary:#}"
     );
-    let status = |uid: &str| {
-        summary["series"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["series_instance_uid"] == uid)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(status(&a.series)["status"], "done");
-    assert_eq!(status(&b.series)["status"], "done");
-    let failed = status(&mr.series);
+    assert_eq!(series_entry(&summary, &a.series)["status"], "done");
+    assert_eq!(series_entry(&summary, &b.series)["status"], "done");
+    let failed = series_entry(&summary, &mr.series);
     assert_eq!(failed["status"], "failed");
     let reason = failed["reason"].as_str().unwrap();
     assert!(
@@ -862,19 +855,10 @@ fn a_preset_per_modality_reconstructs_a_mixed_folder_in_one_run() {
         presets,
         [("ct-test", "CT", "tiny-ct"), ("mr-test", "MR", "tiny-mr")]
     );
-    let planned = |uid: &str| -> Value {
-        plan["series"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["series_instance_uid"] == uid)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(planned(&mr.series)["preset"], "mr-test");
-    assert_eq!(planned(&ct.series)["preset"], "ct-test");
+    assert_eq!(series_entry(&plan, &mr.series)["preset"], "mr-test");
+    assert_eq!(series_entry(&plan, &ct.series)["preset"], "ct-test");
     for uid in [&mr.series, &ct.series] {
-        let check = &planned(uid)["preflight"];
+        let check = &series_entry(&plan, uid)["preflight"];
         assert_eq!(check["error"], Value::Null, "{check:#}");
     }
     let text_args: Vec<&str> = dry.iter().copied().filter(|&a| a != "--json").collect();

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use dps_recon::dicom::uid::new_uid;
 use dps_recon::dicom::{
-    read_image, read_series, write_series, ImageModality, ImageRole, InstanceRef, OutputSlice,
-    ReadLimits, SeriesSpec, Window,
+    read_image, read_series, write_series, DicomError, ImageModality, ImageRole, InstanceRef,
+    OutputSlice, ReadLimits, SeriesSpec, Window,
 };
 
 use dicom_support::*;
@@ -572,18 +572,34 @@ fn written_series_read_back_sorted_along_the_normal() {
     assert_eq!(series.context.patient_name, "Müller^Jürgen");
 }
 
+/// The values read from the first frame of `path`.
+fn frame_values(path: &Path) -> Result<Vec<f32>, DicomError> {
+    Ok(read_image(path, ReadLimits::default())?
+        .frames
+        .remove(0)
+        .pixels)
+}
+
+/// A 6 × 5 MR image written in `dir`: its path and its stored values.
+fn mr_image_file(dir: &Path) -> (PathBuf, Vec<f64>) {
+    let input = slices(1, 6, 5, ImageModality::Mr);
+    let spec = spec(ImageModality::Mr, ImageRole::Reconstruction);
+    let written = write_series(dir, &spec, &input).unwrap();
+    let path = written.files[0].clone();
+    let stored = frame_values(&path)
+        .unwrap()
+        .iter()
+        .map(|&m| ((f64::from(m) - written.rescale_intercept) / written.rescale_slope).round())
+        .collect();
+    (path, stored)
+}
+
 #[test]
 fn a_modality_lut_takes_precedence_over_the_real_world_value_mapping() {
     let dir = tempfile::tempdir().unwrap();
-    let input = slices(1, 6, 5, ImageModality::Mr);
-    let spec = spec(ImageModality::Mr, ImageRole::Reconstruction);
-    let written = write_series(dir.path(), &spec, &input).unwrap();
-    let path = &written.files[0];
-    let mapped = read_image(path, ReadLimits::default()).unwrap().frames[0]
-        .pixels
-        .clone();
+    let (path, stored) = mr_image_file(dir.path());
     // The same file with a Modality LUT added: its map, not the mapping's.
-    let mut obj = dicom_object::open_file(path).unwrap();
+    let mut obj = dicom_object::open_file(&path).unwrap();
     for (tag, value) in [
         (dicom_dictionary_std::tags::RESCALE_SLOPE, "2"),
         (dicom_dictionary_std::tags::RESCALE_INTERCEPT, "-3"),
@@ -596,15 +612,9 @@ fn a_modality_lut_takes_precedence_over_the_real_world_value_mapping() {
     }
     let rescaled = dir.path().join("rescaled.dcm");
     obj.write_to_file(&rescaled).unwrap();
-    let values = read_image(&rescaled, ReadLimits::default()).unwrap().frames[0]
-        .pixels
-        .clone();
-    for (m, v) in mapped.iter().zip(&values) {
-        let stored = (f64::from(*m) - written.rescale_intercept) / written.rescale_slope;
-        assert!(
-            (f64::from(*v) - (2.0 * stored.round() - 3.0)).abs() < 1e-3,
-            "{m} -> {v}"
-        );
+    let values = frame_values(&rescaled).unwrap();
+    for (s, v) in stored.iter().zip(&values) {
+        assert!((f64::from(*v) - (2.0 * s - 3.0)).abs() < 1e-3, "{s} -> {v}");
     }
 }
 
@@ -660,17 +670,7 @@ fn mapping_item(
 #[test]
 fn the_real_world_value_mapping_applies_to_the_stored_values_in_its_range() {
     let dir = tempfile::tempdir().unwrap();
-    let input = slices(1, 6, 5, ImageModality::Mr);
-    let spec = spec(ImageModality::Mr, ImageRole::Reconstruction);
-    let written = write_series(dir.path(), &spec, &input).unwrap();
-    let path = &written.files[0];
-    let mapped = read_image(path, ReadLimits::default()).unwrap().frames[0]
-        .pixels
-        .clone();
-    let stored: Vec<f64> = mapped
-        .iter()
-        .map(|&m| ((f64::from(m) - written.rescale_intercept) / written.rescale_slope).round())
-        .collect();
+    let (path, stored) = mr_image_file(dir.path());
     let bottom = stored.iter().copied().fold(f64::INFINITY, f64::min) as u16;
     let top = stored.iter().copied().fold(0.0, f64::max) as u16;
     assert!(bottom + 1000 < top, "{bottom}..{top}");
@@ -682,20 +682,16 @@ fn the_real_world_value_mapping_applies_to_the_stored_values_in_its_range() {
         mapping_item(0, top - 1, 7.0, 1.0),
         mapping_item(0, u16::MAX, 2.0, -3.0),
     ];
-    with_mapping_items(path, items, &twice);
-    let values = read_image(&twice, ReadLimits::default()).unwrap().frames[0]
-        .pixels
-        .clone();
+    with_mapping_items(&path, items, &twice);
+    let values = frame_values(&twice).unwrap();
     for (s, v) in stored.iter().zip(&values) {
         assert!((f64::from(*v) - (2.0 * s - 3.0)).abs() < 1e-3, "{s} -> {v}");
     }
 
     // No item covers the largest stored value.
     let short = dir.path().join("short-range.dcm");
-    with_mapping_items(path, vec![mapping_item(0, top - 1, 2.0, -3.0)], &short);
-    let err = read_image(&short, ReadLimits::default())
-        .unwrap_err()
-        .to_string();
+    with_mapping_items(&path, vec![mapping_item(0, top - 1, 2.0, -3.0)], &short);
+    let err = frame_values(&short).unwrap_err().to_string();
     assert!(
         err.contains(&format!("stored values {bottom}..{top}"))
             && err.contains(&format!("(0..{})", top - 1))

@@ -953,6 +953,98 @@ fn two_ct_slices(dir: &Path, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
     (preset_path, input, dir.join("out"))
 }
 
+/// Sets the modification time of `path` to `seconds` ago.
+fn age_file(path: &Path, seconds: u64) {
+    let then = std::time::SystemTime::now() - Duration::from_secs(seconds);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+}
+
+/// With `--stable-age`, a series with a file changed too recently, which a PACS
+/// may still be writing, is left for a later run (exit 0, nothing written), and
+/// so is an unreadable recent file; once old enough, both are taken.
+#[test]
+fn a_series_still_arriving_is_left_for_a_later_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (preset_path, input, out) = two_ct_slices(tmp.path(), 60);
+    let raws: Vec<PathBuf> = ["raw_00.dcm", "raw_01.dcm"]
+        .iter()
+        .map(|f| input.join(f))
+        .collect();
+    let good = std::fs::read(&raws[0]).unwrap();
+    let partial = input.join("partial.dcm");
+    std::fs::write(&partial, &good[..good.len() / 2]).unwrap();
+    age_file(&raws[0], 7200);
+    let mut args = run_args(&preset_path, &out, &input);
+    args.extend(["--stable-age", "600"]);
+
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let (code, plan, stderr) = run(&dry);
+    assert_eq!(code, 0, "{stderr}\n{plan:#}");
+    assert_eq!(plan["series"][0]["plan"]["action"], "wait", "{plan:#}");
+    assert_eq!(plan["series"][0]["preflight"], Value::Null);
+
+    let counts = |summary: &Value| -> [u64; 4] {
+        ["waiting", "done", "failed", "files_failed"]
+            .map(|k| summary["counts"][k].as_u64().unwrap())
+    };
+    let (code, summary, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}\n{summary:#}");
+    assert_eq!(counts(&summary), [1, 0, 0, 0], "{summary:#}");
+    let waiting = &summary["series"][0];
+    assert_eq!(waiting["status"], "waiting");
+    assert!(
+        waiting["reason"]
+            .as_str()
+            .unwrap()
+            .contains("less than --stable-age 600 s"),
+        "{waiting:#}"
+    );
+    let skipped = summary["skipped_files"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{summary:#}");
+    assert_eq!(skipped[0]["path"], s(&partial));
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("it may still be arriving"),
+        "{summary:#}"
+    );
+    assert!(stderr.contains("waiting: a file changed"), "{stderr}");
+    let text_args: Vec<&str> = args.iter().copied().filter(|&a| a != "--json").collect();
+    let (code, text, _) = run_text(&text_args);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(": 2 CT slices: left for a later run: a file changed ")
+            && text.contains("1 series: 0 done, 0 already done, 1 left for a later run, 0 failed"),
+        "{text}"
+    );
+    assert!(
+        series_dirs(&out).is_empty(),
+        "nothing is written for a waiting series"
+    );
+
+    // The series is complete: reconstructed; the partial file is still recent.
+    age_file(&raws[1], 7200);
+    let (code, summary, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}\n{summary:#}");
+    assert_eq!(counts(&summary), [0, 1, 0, 0], "{summary:#}");
+    // Without --stable-age, or once it is old, the partial file is bad.
+    let (code, summary, _) = run(&run_args(&preset_path, &out, &input));
+    assert_eq!(code, 1);
+    assert_eq!(counts(&summary), [0, 0, 0, 1], "{summary:#}");
+    age_file(&partial, 7200);
+    let (code, summary, _) = run(&args);
+    assert_eq!(code, 1);
+    assert_eq!(counts(&summary), [0, 0, 0, 1], "{summary:#}");
+    assert_eq!(summary["counts"]["already_done"], 1);
+}
+
 #[test]
 fn a_dry_run_foresees_a_series_the_run_fails_before_sampling() {
     let tmp = tempfile::tempdir().unwrap();

@@ -3,7 +3,8 @@
 //! modality and writes DICOM series and a manifest per series under OUT (see `dps_recon::pipeline::batch` and
 //! docs/pipelines.md).
 //!
-//! Exit codes: 0 every series done (or already done), 1 some file or series
+//! Exit codes: 0 every series done (or already done, or left for a later run
+//! under `--stable-age`), 1 some file or series
 //! failed, 2 usage or configuration error (bad preset, missing prior, output
 //! folder locked by another run). stdout holds the result (a summary, the
 //! `--dry-run` plan, or with `--json` one JSON document); stderr the progress
@@ -75,6 +76,12 @@ pub struct Args {
     #[arg(long, value_parser = super::count::<i64>)]
     pub sample_batch: Option<i64>,
 
+    /// Leave series with a file changed less than this many seconds ago for a
+    /// later run, and skip unreadable files as recent, as a PACS may still be
+    /// writing them (e.g. 60 for a script run on an incoming folder).
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub stable_age: u64,
+
     /// Most slices sharing an acquisition reconstructed together.
     #[arg(long, default_value_t = 4, value_parser = super::count::<u64>)]
     pub batch_slices: u64,
@@ -112,6 +119,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         sample_batch: args.sample_batch,
         prior_card: args.prior.clone(),
         batch_slices: usize::try_from(args.batch_slices)?,
+        stable_age: std::time::Duration::from_secs(args.stable_age),
         device: ctx.device()?,
         precision: args.precision,
         limits: ReadLimits {
@@ -164,6 +172,7 @@ fn action_text(action: &Action) -> String {
         Action::Redo => "redo".into(),
         Action::Skip => "skip (done)".into(),
         Action::Refuse(reason) => format!("refuse: {reason}"),
+        Action::Wait(reason) => format!("wait: {reason}"),
     }
 }
 
@@ -278,6 +287,7 @@ fn summary_text(summary: &Summary) -> String {
         let what = match &s.outcome {
             Outcome::Done { seconds } => format!("done in {seconds:.1} s"),
             Outcome::Skipped => "already done".into(),
+            Outcome::Waiting { reason } => format!("left for a later run: {reason}"),
             Outcome::Failed { reason } => format!("failed: {reason}"),
         };
         text += &format!(
@@ -294,11 +304,18 @@ fn summary_text(summary: &Summary) -> String {
     for f in &summary.failed_files {
         text += &format!("bad file {}: {}\n", f.path.display(), f.reason);
     }
-    let (done, skipped, failed) = summary.counts();
+    let c = summary.counts();
+    let waiting = match c.waiting {
+        0 => String::new(),
+        n => format!("{n} left for a later run, "),
+    };
     text += &format!(
-        "{} series: {done} done, {skipped} already done, {failed} failed; \
+        "{} series: {} done, {} already done, {waiting}{} failed; \
          {} files skipped, {} bad files\n",
         summary.series.len(),
+        c.done,
+        c.already_done,
+        c.failed,
         summary.skipped_files.len(),
         summary.failed_files.len()
     );
@@ -306,7 +323,7 @@ fn summary_text(summary: &Summary) -> String {
 }
 
 fn summary_json(recipes: &[Recipe], options: &RunOptions, summary: &Summary) -> serde_json::Value {
-    let (done, skipped, failed) = summary.counts();
+    let c = summary.counts();
     json!({
         "dry_run": false,
         "exit_code": if summary.all_done() { 0 } else { 1 },
@@ -314,9 +331,10 @@ fn summary_json(recipes: &[Recipe], options: &RunOptions, summary: &Summary) -> 
         "out": options.out,
         "counts": {
             "series": summary.series.len(),
-            "done": done,
-            "already_done": skipped,
-            "failed": failed,
+            "done": c.done,
+            "already_done": c.already_done,
+            "waiting": c.waiting,
+            "failed": c.failed,
             "files_skipped": summary.skipped_files.len(),
             "files_failed": summary.failed_files.len(),
         },
@@ -440,6 +458,12 @@ impl Observer for Progress {
             }
             Outcome::Skipped if !self.quiet && self.bars.is_none() => {
                 self.line(&format!("[{}/{total}] {name}: already done", index + 1));
+            }
+            Outcome::Waiting { reason } if !self.quiet => {
+                self.line(&format!(
+                    "[{}/{total}] {name}: waiting: {reason}",
+                    index + 1
+                ));
             }
             _ => {}
         }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -107,4 +108,15 @@ pub fn collect(inputs: &[PathBuf], exclude: Option<&Path>, limits: ReadLimits) -
             path: d.path,
         }));
     inventory
+}
+
+/// How long before `now` the file at `path` was last modified: zero when its
+/// time lies after `now` (another clock) or cannot be read (the file is gone or
+/// being replaced), which both count as a change just now.
+pub fn age(path: &Path, now: SystemTime) -> Duration {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|modified| now.duration_since(modified).ok())
+        .unwrap_or(Duration::ZERO)
 }

@@ -6,10 +6,12 @@
 //!    preset of its modality ([`recipe_for`]).
 //! 2. [`OutputLock::acquire`] takes the output folder; [`clean_stale`] removes
 //!    what killed runs left (see [`layout`]).
-//! 3. [`plan`] scans the inputs ([`inputs`]) and decides per series: reconstruct,
-//!    skip (its manifest says done with the same recipe and inputs, and its files
-//!    are there), redo (failed before, files missing, or `--force`), or refuse
-//!    (done with another recipe or other inputs, without `--force`).
+//! 3. [`plan`] scans the inputs ([`inputs`]) and decides per series: wait (a file
+//!    changed more recently than `--stable-age`: the series may still be
+//!    arriving), reconstruct, skip (its manifest says done with the same recipe
+//!    and inputs, and its files are there), redo (failed before, files missing,
+//!    or `--force`), or refuse (done with another recipe or other inputs,
+//!    without `--force`).
 //! 4. [`run`] does 2 and 3, then reconstructs each series into a build folder and publishes it
 //!    with one rename; a failing series gets a manifest with status `failed` and
 //!    the batch goes on.
@@ -22,7 +24,7 @@ mod series;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use dps_operators::ct::FbpFilter;
@@ -63,6 +65,10 @@ pub struct RunOptions {
     pub prior_card: Option<PathBuf>,
     /// Most slices reconstructed together (≥ 1).
     pub batch_slices: usize,
+    /// Series with a file modified less than this long ago are left for a
+    /// later run, and unreadable files as recent are skipped, not failed (a
+    /// PACS may still be writing them); zero: every series is taken.
+    pub stable_age: Duration,
     pub device: Device,
     /// The number format of the prior network.
     pub precision: Precision,
@@ -229,6 +235,9 @@ pub enum Action {
     Skip,
     /// Output exists that this run may not replace without `--force`.
     Refuse(String),
+    /// A file of the series changed less than `stable_age` ago: left for a
+    /// later run.
+    Wait(String),
 }
 
 /// A series and what the run will do with it.
@@ -277,7 +286,25 @@ pub struct Plan {
 /// Scans the inputs, gives each series its recipe and decides what to do with
 /// it (reads only).
 pub fn plan(recipes: &[Recipe], options: &RunOptions) -> Plan {
-    let inventory = inputs::collect(&options.inputs, Some(&options.out), options.limits);
+    let mut inventory = inputs::collect(&options.inputs, Some(&options.out), options.limits);
+    let now = SystemTime::now();
+    let recent = |path: &Path| {
+        let age = inputs::age(path, now);
+        (age < options.stable_age).then_some(age)
+    };
+    for f in std::mem::take(&mut inventory.failed) {
+        match recent(&f.path) {
+            Some(age) => inventory.skipped.push(FileIssue {
+                reason: format!(
+                    "{} (changed {:.0} s ago, less than --stable-age: it may still be arriving)",
+                    f.reason,
+                    age.as_secs_f64()
+                ),
+                path: f.path,
+            }),
+            None => inventory.failed.push(f),
+        }
+    }
     let series = inventory
         .series
         .into_iter()
@@ -288,7 +315,16 @@ pub fn plan(recipes: &[Recipe], options: &RunOptions) -> Plan {
                 &input.series_instance_uid,
             );
             let recipe = recipe_for(recipes, &input.modality);
-            let action = decide(&recipes[recipe], &input, &dirs, options.force);
+            let youngest = input.files.iter().filter_map(|(p, _)| recent(p)).min();
+            let action = match youngest {
+                Some(age) => Action::Wait(format!(
+                    "a file changed {:.0} s ago, less than --stable-age {} s: the series \
+                     may still be arriving",
+                    age.as_secs_f64(),
+                    options.stable_age.as_secs()
+                )),
+                None => decide(&recipes[recipe], &input, &dirs, options.force),
+            };
             PlannedSeries {
                 input,
                 recipe,
@@ -420,6 +456,8 @@ pub enum Outcome {
     Done { seconds: f64 },
     /// Already done by an earlier run.
     Skipped,
+    /// Left for a later run (see `reason`).
+    Waiting { reason: String },
     /// Not (re)done; see `reason`. A done series replaced under `--force` that
     /// fails again keeps its earlier outputs.
     Failed { reason: String },
@@ -460,18 +498,28 @@ impl Summary {
                 .all(|s| !matches!(s.outcome, Outcome::Failed { .. }))
     }
 
-    /// Series counts: (done, skipped, failed).
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let mut c = (0, 0, 0);
+    /// How many series ended how.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
         for s in &self.series {
             match s.outcome {
-                Outcome::Done { .. } => c.0 += 1,
-                Outcome::Skipped => c.1 += 1,
-                Outcome::Failed { .. } => c.2 += 1,
+                Outcome::Done { .. } => c.done += 1,
+                Outcome::Skipped => c.already_done += 1,
+                Outcome::Waiting { .. } => c.waiting += 1,
+                Outcome::Failed { .. } => c.failed += 1,
             }
         }
         c
     }
+}
+
+/// Series counts by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub done: usize,
+    pub already_done: usize,
+    pub waiting: usize,
+    pub failed: usize,
 }
 
 /// Sees a run's progress.
@@ -565,6 +613,9 @@ fn execute(
                 run_series(recipe, options, prior, planned, observer)
             }
             (Action::Refuse(reason), _) => Outcome::Failed {
+                reason: reason.clone(),
+            },
+            (Action::Wait(reason), _) => Outcome::Waiting {
                 reason: reason.clone(),
             },
             _ => Outcome::Skipped,

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::reconstruct::{
     Baseline, DpsSettings, Guidance, Refine, DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
 };
-use crate::dicom::CtGeometry;
+use crate::dicom::{CtDataType, CtGeometry, Measurement, RawMeasurement};
 use crate::sampler::ClampGradient;
 
 /// A preset error: the file, the key (dotted path, when known) and the reason.
@@ -544,6 +544,65 @@ impl Preset {
             outputs,
             acquisition,
         })
+    }
+
+    /// Where the raw data differ from what the preset is tuned for (its
+    /// `[acquisition]`): MRI acceleration off by more than 25 %, another CT view
+    /// count, counts where line integrals are expected or the reverse.
+    pub fn acquisition_warnings<'a>(
+        &self,
+        raws: impl IntoIterator<Item = &'a RawMeasurement>,
+    ) -> Vec<String> {
+        let mut warnings: Vec<String> = Vec::new();
+        let mut warn = |w: String| {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        };
+        for raw in raws {
+            match (&self.acquisition, &raw.data) {
+                (Some(Acquisition::Mr { mask }), Measurement::MriKspace(k)) => {
+                    let acquired = k.mask.iter().filter(|&&m| m != 0).count().max(1);
+                    let measured = k.mask.len() as f64 / acquired as f64;
+                    let ratio = measured / mask.acceleration();
+                    if !(0.8..=1.25).contains(&ratio) {
+                        warn(format!(
+                            "the data are {measured:.2}× undersampled; preset {} is tuned for {}×",
+                            self.name,
+                            mask.acceleration()
+                        ));
+                    }
+                }
+                (
+                    Some(Acquisition::Ct {
+                        views,
+                        blank_scan_counts,
+                        ..
+                    }),
+                    Measurement::CtSinogram(sino),
+                ) => {
+                    if sino.views != *views {
+                        warn(format!(
+                            "the data have {} views; preset {} is tuned for {views}",
+                            sino.views, self.name
+                        ));
+                    }
+                    match (blank_scan_counts, sino.data_type) {
+                        (Some(i0), CtDataType::LineIntegral) => warn(format!(
+                            "the data are line integrals; preset {} is tuned for counts (I0 = {i0})",
+                            self.name
+                        )),
+                        (None, CtDataType::Counts { .. }) => warn(format!(
+                            "the data are counts; preset {} is tuned for line integrals",
+                            self.name
+                        )),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        warnings
     }
 
     /// The DPS settings with optional overrides of the seed and the sample count.

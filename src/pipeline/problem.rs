@@ -13,6 +13,7 @@ use dps_operators::mri::MultiCoilMri;
 use dps_operators::LinearOperator;
 use tch::{Device, Kind, Tensor};
 
+use super::preset::LikelihoodChoice;
 use crate::dicom::raw::{CtDataType, CtGeometry as RawGeometry, Measurement, RawMeasurement};
 use crate::phantom::{hu_to_mu, mu_to_hu};
 use crate::sampler::Likelihood;
@@ -155,6 +156,23 @@ impl Problem {
         }
     }
 
+    /// Applies a preset's likelihood choice to the likelihood [`Self::from_raw`]
+    /// picked from the data (which is `auto`): `gaussian` post-logs CT counts to
+    /// line integrals. Errs, changing nothing, where `transmission` meets line
+    /// integrals.
+    pub fn choose_likelihood(&mut self, choice: LikelihoodChoice) -> Result<(), NeedsCounts> {
+        match (choice, self.blank_scan_counts) {
+            (LikelihoodChoice::Gaussian, Some(_)) => {
+                self.y = self.linearised_data();
+                self.blank_scan_counts = None;
+                self.likelihood = Likelihood::Gaussian;
+            }
+            (LikelihoodChoice::Transmission, None) => return Err(NeedsCounts),
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The forward operator, in operator units.
     pub fn op(&self) -> &dyn LinearOperator {
         match &self.model {
@@ -188,6 +206,10 @@ impl Problem {
         }
     }
 }
+
+/// The transmission likelihood was asked for data that are not CT counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedsCounts;
 
 /// Fails unless the sum of the squared magnitudes of `y` (the `what` of the raw
 /// file) fits in float32, as every norm, CG step and data term computes it.

@@ -22,10 +22,10 @@ use tch::{Device, Kind, Tensor};
 use super::manifest::{InputRecord, Manifest, OutputRecord, SliceRecord};
 use crate::dicom::SeriesGroup;
 use crate::dicom::{
-    read_raw, write_series, CtDataType, ImageModality, ImageRole, InstanceRef, Measurement,
-    OutputSlice, RawMeasurement, ReadLimits, SeriesSpec,
+    read_raw, write_series, ImageModality, ImageRole, InstanceRef, Measurement, OutputSlice,
+    RawMeasurement, ReadLimits, SeriesSpec,
 };
-use crate::pipeline::preset::{Acquisition, LikelihoodChoice, Preset, PresetModality};
+use crate::pipeline::preset::{Preset, PresetModality};
 use crate::pipeline::problem::Problem;
 use crate::pipeline::reconstruct::{
     baseline, ensure_dps_memory, normalized_residual, reconstruct_dps, resolve_mri_scale, Baseline,
@@ -81,7 +81,7 @@ pub(crate) fn reconstruct_series(
             instance_number: s.raw.instance_number.map(i64::from),
         })
         .collect();
-    manifest.warnings = acquisition_warnings(preset, &slices);
+    manifest.warnings = preset.acquisition_warnings(slices.iter().map(|s| &s.raw));
     for w in &manifest.warnings {
         tracing::warn!("series {}: {w}", input.series_instance_uid);
     }
@@ -284,7 +284,7 @@ pub(crate) fn preview(
         .collect::<anyhow::Result<_>>()?;
     Ok(SeriesPreview {
         batches,
-        warnings: acquisition_warnings(preset, &slices),
+        warnings: preset.acquisition_warnings(slices.iter().map(|s| &s.raw)),
     })
 }
 
@@ -389,20 +389,14 @@ fn build_problem(slices: &[Slice], preset: &Preset, device: Device) -> anyhow::R
         let ys: Vec<Tensor> = slices.iter().map(|s| data_tensor(&s.raw)).collect();
         problem.y = Tensor::cat(&ys, 0).to_device(device);
     }
-    match (preset.likelihood, problem.blank_scan_counts) {
-        (LikelihoodChoice::Gaussian, Some(_)) => {
-            problem.y = problem.linearised_data();
-            problem.blank_scan_counts = None;
-            problem.likelihood = Likelihood::Gaussian;
-        }
-        (LikelihoodChoice::Transmission, None) => anyhow::bail!(
+    problem.choose_likelihood(preset.likelihood).map_err(|_| {
+        anyhow::anyhow!(
             "preset {} asks for the transmission likelihood, but {} holds line integrals, \
              not counts",
             preset.name,
             slices[0].path.display()
-        ),
-        _ => {}
-    }
+        )
+    })?;
     Ok(problem)
 }
 
@@ -421,62 +415,6 @@ fn per_slice(x: &Tensor) -> anyhow::Result<Vec<Vec<f32>>> {
     (0..b)
         .map(|i| Ok(Vec::<f32>::try_from(x.get(i).flatten(0, -1))?))
         .collect()
-}
-
-/// Where the raw data differ from what the preset is tuned for (its
-/// `[acquisition]`): MRI acceleration off by more than 25 %, another CT view
-/// count, counts where line integrals are expected or the reverse.
-fn acquisition_warnings(preset: &Preset, slices: &[Slice]) -> Vec<String> {
-    let mut warnings: Vec<String> = Vec::new();
-    let mut warn = |w: String| {
-        if !warnings.contains(&w) {
-            warnings.push(w);
-        }
-    };
-    for s in slices {
-        match (&preset.acquisition, &s.raw.data) {
-            (Some(Acquisition::Mr { mask }), Measurement::MriKspace(k)) => {
-                let acquired = k.mask.iter().filter(|&&m| m != 0).count().max(1);
-                let measured = k.mask.len() as f64 / acquired as f64;
-                let ratio = measured / mask.acceleration();
-                if !(0.8..=1.25).contains(&ratio) {
-                    warn(format!(
-                        "the data are {measured:.2}× undersampled; preset {} is tuned for {}×",
-                        preset.name,
-                        mask.acceleration()
-                    ));
-                }
-            }
-            (
-                Some(Acquisition::Ct {
-                    views,
-                    blank_scan_counts,
-                    ..
-                }),
-                Measurement::CtSinogram(sino),
-            ) => {
-                if sino.views != *views {
-                    warn(format!(
-                        "the data have {} views; preset {} is tuned for {views}",
-                        sino.views, preset.name
-                    ));
-                }
-                match (blank_scan_counts, sino.data_type) {
-                    (Some(i0), CtDataType::LineIntegral) => warn(format!(
-                        "the data are line integrals; preset {} is tuned for counts (I0 = {i0})",
-                        preset.name
-                    )),
-                    (None, CtDataType::Counts { .. }) => warn(format!(
-                        "the data are counts; preset {} is tuned for line integrals",
-                        preset.name
-                    )),
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
-    warnings
 }
 
 /// SeriesNumber base of the outputs: `100 · (input SeriesNumber mod 10⁷)`; output

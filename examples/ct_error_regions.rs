@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use anyhow::{ensure, Context as _};
-use dps_recon::pipeline::preset::MriScale;
+use dps_recon::pipeline::preset::{LikelihoodChoice, MriScale};
 use dps_recon::pipeline::reconstruct::{Baseline, DpsSettings, Guidance, Refine};
 use dps_recon::pipeline::validate::{case_files, load_case, validate, ValidationSettings, DPS};
 use dps_recon::prior::{Precision, Prior};
@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             refine: Refine::None,
         },
         mri_scale: MriScale::Auto,
+        likelihood: LikelihoodChoice::Auto,
     };
     let (raw, truth) = case_files(Path::new(&args[0]))?;
     let case = load_case(&raw, &truth)?;

@@ -8,15 +8,15 @@ bin=${1:-target/release/dps-recon}
 out=out/demo
 mkdir -p "$out"
 
-# case | fast preset | prior card
+# case | fast preset | prior card | baselines to score instead of the preset's (empty: its own)
 cases=(
-    "mri-brain-4x|mri-cartesian-4x-fast|models/brain-t1-128/brain-t1-128.json"
-    "ct-shepp-logan-sparse|ct-sparse-view-fast|models/ct-phantom-128/ct-phantom-128.json"
+    "mri-brain-4x|mri-cartesian-4x-fast|models/brain-t1-128/brain-t1-128.json|zero-filled,cg-sense,tv"
+    "ct-shepp-logan-sparse|ct-sparse-view-fast|models/ct-phantom-128/ct-phantom-128.json|"
 )
 skipped=0
 ran=0
 for entry in "${cases[@]}"; do
-    IFS='|' read -r case preset card <<<"$entry"
+    IFS='|' read -r case preset card baselines <<<"$entry"
     if [ ! -f "$card" ]; then
         echo "skipping DPS on $case: prior $card is not trained yet (see docs/priors.md)"
         skipped=1
@@ -26,12 +26,9 @@ for entry in "${cases[@]}"; do
     # --force: out/demo is the demo's own; a rerun after the preset changed (an
     # update) replaces the series instead of refusing them as another recipe's.
     "$bin" --device cpu -q run --force --pipeline "$preset" "sample_data/$case/raw" -o "$out/series"
-    echo "== $case: dps-recon validate (same sampler settings as the preset)"
-    zeta=$(sed -n 's/^zeta *= *\([0-9.e+-]*\).*/\1/p' "pipelines/$preset.toml")
-    guidance=$(sed -n 's/^guidance *= *"\([a-z]*\)".*/\1/p' "pipelines/$preset.toml")
-    "$bin" --device cpu -q validate --case "sample_data/$case" --prior "$card" \
-        --steps 100 --eta 1.0 --zeta "$zeta" ${guidance:+--guidance "$guidance"} \
-        --samples 1 -o "$out/$case"
+    echo "== $case: dps-recon validate --pipeline $preset (the same recipe, scored on the truth)"
+    "$bin" --device cpu -q validate --case "sample_data/$case" --pipeline "$preset" \
+        ${baselines:+--baselines "$baselines"} -o "$out/$case"
     ran=1
 done
 if [ "$skipped" = 1 ]; then

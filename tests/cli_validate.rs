@@ -788,3 +788,125 @@ fn mr_intensity_scale_follows_the_cards_reference_percentile() {
         "{err}"
     );
 }
+
+/// `validate --pipeline` scores a preset's recipe: its prior, sampler settings,
+/// baselines and likelihood, and when simulating its acquisition; options given
+/// override it, data that differ from its acquisition are warned about, and data
+/// it cannot take are refused.
+#[test]
+fn validate_scores_a_presets_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
+    let preset = dir.path().join("ct-counts-test.toml");
+    std::fs::write(
+        &preset,
+        format!(
+            "description = \"test\"\n\
+             [data]\nmodality = \"ct\"\nlikelihood = \"transmission\"\n\
+             [prior]\ncard = \"{}\"\n\
+             [sampler]\nsteps = 3\nzeta = 0.2\neta = 0.5\nguidance = \"ramp\"\nsamples = 2\nseed = 7\n\
+             [baselines]\nlist = [\"fbp\"]\n[baselines.fbp]\nfilter = \"ramp\"\n\
+             [outputs]\nuncertainty = true\nbaselines = true\n\
+             [acquisition]\ngeometry = \"parallel\"\nviews = 12\narc_deg = 180\n\
+             blank_scan_counts = 10000\n",
+            card.display()
+        ),
+    )
+    .unwrap();
+    let source = ["--source", "ellipses-ct:4", "--size", "32"];
+    let run = |extra: &[&str], out: &Path| {
+        dps_recon(&[&source[..], &["-p", arg(&preset), "-o", arg(out)], extra].concat())
+    };
+
+    let out = dir.path().join("recipe");
+    ok(&run(&[], &out));
+    let r = report(&out);
+    assert_eq!(r["preset"]["name"], "ct-counts-test");
+    assert_eq!(r["preset"]["path"], arg(&preset));
+    assert_eq!(r["warnings"], serde_json::json!([]));
+    assert_eq!(r["prior"]["card"], arg(&card));
+    let dps = &r["dps"];
+    assert_eq!(
+        [
+            &dps["steps"],
+            &dps["zeta"],
+            &dps["eta"],
+            &dps["samples"],
+            &dps["seed"]
+        ],
+        [
+            &Value::from(3),
+            &Value::from(0.2),
+            &Value::from(0.5),
+            &Value::from(2),
+            &Value::from(7)
+        ]
+    );
+    assert_eq!(dps["guidance"], "ramp");
+    let baselines: Vec<&String> = r["baselines"].as_object().unwrap().keys().collect();
+    assert_eq!(baselines, ["fbp"]);
+    assert_eq!(r["baselines"]["fbp"], "FBP, Ramp filter");
+    // The simulation took the preset's acquisition: 12 views of counts.
+    let sim = &r["simulation"]["acquisition"];
+    assert!(sim.to_string().contains("10000"), "{sim}");
+    let raw = read_raw(&out.join("raw/slice_0001.dcm"), ReadLimits::default()).unwrap();
+    let dps_recon::dicom::Measurement::CtSinogram(sino) = &raw.data else {
+        panic!("not a sinogram")
+    };
+    assert_eq!(sino.views, 12);
+    assert!(matches!(
+        sino.data_type,
+        dps_recon::dicom::CtDataType::Counts { .. }
+    ));
+
+    // Options override the preset; other views are warned about.
+    let out = dir.path().join("overridden");
+    ok(&run(
+        &["--zeta", "0.1", "--samples", "3", "--views", "10"],
+        &out,
+    ));
+    let r = report(&out);
+    assert_eq!(r["dps"]["zeta"], 0.1);
+    assert_eq!(r["dps"]["samples"], 3);
+    assert_eq!(r["dps"]["seed"], 7);
+    assert_eq!(
+        r["warnings"],
+        serde_json::json!(["the data have 10 views; preset ct-counts-test is tuned for 12"])
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("- Preset: ct-counts-test ("), "{md}");
+    assert!(md.contains("- Warning: the data have 10 views"), "{md}");
+
+    // Line integrals cannot take the transmission likelihood; MR data not a CT preset.
+    let out = dir.path().join("line-integrals");
+    let out_put = run(&["--noise-sigma", "0.01"], &out);
+    assert!(!out_put.status.success());
+    let stderr = String::from_utf8_lossy(&out_put.stderr);
+    assert!(
+        stderr.contains(
+            "the transmission likelihood needs CT counts, but the file holds line integrals"
+        ),
+        "{stderr}"
+    );
+    let mr = dps_recon(&[
+        "--source",
+        "shepp-logan",
+        "--size",
+        "32",
+        "-p",
+        arg(&preset),
+        "-o",
+        arg(&dir.path().join("mr")),
+    ]);
+    let stderr = refused(&mr);
+    assert!(
+        stderr.contains("preset ct-counts-test (")
+            && stderr.contains("is for CT data, but the case holds MR data"),
+        "{stderr}"
+    );
+    let stderr = refused(&dps_recon(&[&source[..], &["-o", arg(&out)]].concat()));
+    assert!(
+        stderr.contains("--pipeline") && stderr.contains("--prior"),
+        "{stderr}"
+    );
+}

@@ -9,7 +9,8 @@ use anyhow::{bail, ensure, Context as _};
 use clap::ValueEnum;
 use dps_operators::ct::BeamGeometry;
 use dps_operators::masks::{MaskPattern, MaskSpec};
-use dps_recon::dicom::ImageModality;
+use dps_recon::dicom::{CtGeometry, ImageModality};
+use dps_recon::pipeline::preset::{Acquisition as PresetAcquisition, Preset, PresetModality};
 
 use super::write_stdout;
 use dps_recon::pipeline::simulate::{
@@ -120,6 +121,67 @@ pub enum GeometryArg {
 }
 
 impl SimulationArgs {
+    /// Takes `preset`'s modality (for sources that imply none) and, for a
+    /// simulation of that modality, its `[acquisition]` (mask, acceleration and
+    /// calibration fraction; CT geometry, views, arc and I0 unless a noise σ is
+    /// given) for every option not given.
+    pub fn default_to(&mut self, preset: &Preset) {
+        let implied = self.source.as_ref().and_then(Source::implied_modality);
+        if self.modality.is_none() && implied.is_none() {
+            self.modality = Some(match preset.modality {
+                PresetModality::Mr => ModalityArg::Mr,
+                PresetModality::Ct => ModalityArg::Ct,
+            });
+        }
+        let modality = match self.modality {
+            Some(ModalityArg::Mr) => Some(ImageModality::Mr),
+            Some(ModalityArg::Ct) => Some(ImageModality::Ct),
+            None => implied,
+        };
+        match (&preset.acquisition, modality) {
+            (Some(PresetAcquisition::Mr { mask }), Some(ImageModality::Mr)) => {
+                let (pattern, acceleration, center_fraction) = match *mask {
+                    MaskSpec::RandomLines {
+                        acceleration,
+                        center_fraction,
+                    } => (MaskPattern::RandomLines, acceleration, center_fraction),
+                    MaskSpec::EquispacedLines {
+                        acceleration,
+                        center_fraction,
+                    } => (MaskPattern::EquispacedLines, acceleration, center_fraction),
+                    MaskSpec::PoissonDisc {
+                        acceleration,
+                        center_fraction,
+                    } => (MaskPattern::PoissonDisc, acceleration, center_fraction),
+                };
+                self.mask.get_or_insert(pattern);
+                self.acceleration.get_or_insert(acceleration);
+                self.acs.get_or_insert(center_fraction);
+            }
+            (
+                Some(PresetAcquisition::Ct {
+                    geometry,
+                    views,
+                    arc_deg,
+                    blank_scan_counts,
+                }),
+                Some(ImageModality::Ct),
+            ) => {
+                self.geometry.get_or_insert(match geometry {
+                    CtGeometry::Parallel => GeometryArg::Parallel,
+                    CtGeometry::FanEquiangular => GeometryArg::FanEquiangular,
+                    CtGeometry::FanFlat => GeometryArg::FanFlat,
+                });
+                self.views.get_or_insert(*views);
+                self.arc.get_or_insert(*arc_deg);
+                if self.counts.is_none() && self.noise_sigma.is_none() {
+                    self.counts = *blank_scan_counts;
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The simulation these options describe; fails when `--source` is missing or
     /// an option does not fit the modality.
     pub fn config(&self) -> anyhow::Result<SimulationConfig> {

@@ -1,15 +1,19 @@
 //! `dps-recon validate`: simulate a case (or take one made by `simulate`),
-//! reconstruct it with DPS and the baselines, and write OUT/report.json,
-//! OUT/report.md and OUT/montage.png.
+//! reconstruct it with DPS and the baselines, with settings given one by one or
+//! by a preset's recipe (`--pipeline`), and write OUT/report.json, OUT/report.md
+//! and OUT/montage.png.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use dps_recon::dicom::ImageModality;
 use dps_recon::pipeline::panics::catch_internal;
-use dps_recon::pipeline::preset::MriScale;
+use dps_recon::pipeline::preset::{
+    resolve_preset_path, LikelihoodChoice, MriScale, Preset, PresetModality,
+};
 use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance, Refine};
-use dps_recon::pipeline::simulate::{simulate, write_simulation, SimulationConfig};
+use dps_recon::pipeline::simulate::{modality_str, simulate, write_simulation, SimulationConfig};
 use dps_recon::pipeline::validate::{
     case_data_kind, case_files, check_prior, default_baselines, fmt_number, load_case,
     parse_baseline, validate, write_report, CaseSlice, DataKind, ReportInfo, ValidationSettings,
@@ -32,13 +36,22 @@ pub struct Args {
     #[arg(long, conflicts_with = "SimulationArgs")]
     pub case: Option<PathBuf>,
 
-    /// The prior's model card (JSON), e.g. models/brain-t1-128/brain-t1-128.json.
-    #[arg(long)]
-    pub prior: PathBuf,
+    /// Validate this preset's recipe (a name from pipelines/ or a TOML file):
+    /// its prior, sampler settings, baselines, likelihood and MR scale, and when
+    /// simulating its [acquisition] for the simulation options not given. The
+    /// options below override it.
+    #[arg(long, short = 'p')]
+    pub pipeline: Option<String>,
 
-    /// DPS steps (≤ the prior's T; fewer respaces the schedule).
-    #[arg(long, default_value_t = 100, value_parser = super::count::<usize>)]
-    pub steps: usize,
+    /// The prior's model card (JSON), e.g. models/brain-t1-128/brain-t1-128.json
+    /// (required without --pipeline) [default: the preset's].
+    #[arg(long)]
+    pub prior: Option<PathBuf>,
+
+    /// DPS steps (≤ the prior's T; fewer respaces the schedule) [default: the
+    /// preset's, else 100].
+    #[arg(long, value_parser = super::count::<usize>)]
+    pub steps: Option<usize>,
 
     /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 10 at
     /// ≥ 500 steps, else 16; CT line integrals with ramp guidance 12 / 24, with plain
@@ -73,9 +86,10 @@ pub struct Args {
     #[arg(long, value_parser = super::unit_interval)]
     pub eta: Option<f64>,
 
-    /// Posterior samples per slice (mean and standard deviation over them).
-    #[arg(long, default_value_t = 4, value_parser = super::count::<i64>)]
-    pub samples: i64,
+    /// Posterior samples per slice (mean and standard deviation over them)
+    /// [default: the preset's, else 4].
+    #[arg(long, value_parser = super::count::<i64>)]
+    pub samples: Option<i64>,
 
     /// Most samples per slice drawn together (memory grows with them); more are
     /// drawn in further batches, seeded apart [default: all at once].
@@ -83,13 +97,14 @@ pub struct Args {
     pub sample_batch: Option<i64>,
 
     /// MR: image magnitude per unit of prior intensity, or auto (estimated per slice
-    /// from CG-SENSE, as `data.mri_scale = "auto"` of a preset).
-    #[arg(long, default_value = "auto")]
-    pub mri_scale: MriScale,
+    /// from CG-SENSE, as `data.mri_scale = "auto"` of a preset) [default: the
+    /// preset's, else auto].
+    #[arg(long)]
+    pub mri_scale: Option<MriScale>,
 
-    /// Seed of the DPS sampler.
-    #[arg(long, default_value_t = 0)]
-    pub dps_seed: u64,
+    /// Seed of the DPS sampler [default: the preset's, else 0].
+    #[arg(long)]
+    pub dps_seed: Option<u64>,
 
     /// Number format of the prior network: f32, or bf16 (faster on CPUs with
     /// AVX512-BF16 or AMX and on recent GPUs, slower elsewhere; the sampler stays
@@ -98,8 +113,8 @@ pub struct Args {
     pub precision: Precision,
 
     /// Baselines, comma-separated: zero-filled, cg-sense[:ITER] (MR, 10), fbp[:ramp|shepp-logan|hann]
-    /// (CT, hann), tv[:LAMBDA[:ITER]] (λ 0.001 MR, 0.02 CT; 1000) [default: zero-filled,cg-sense,tv
-    /// for MR; fbp,tv for CT].
+    /// (CT, hann), tv[:LAMBDA[:ITER]] (λ 0.001 MR, 0.02 CT; 1000) [default: the preset's, else
+    /// zero-filled,cg-sense,tv for MR; fbp,tv for CT].
     #[arg(long, value_delimiter = ',')]
     pub baselines: Vec<String>,
 
@@ -117,34 +132,72 @@ enum Input {
 
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let command = command_line();
+    let preset = match &args.pipeline {
+        Some(name) => Some(Preset::load(&resolve_preset_path(name)?)?),
+        None => None,
+    };
     let input = match &args.case {
         Some(dir) => {
             let (raw_files, truth_files) = case_files(dir)?;
             Input::Existing(dir.clone(), load_case(&raw_files, &truth_files)?)
         }
-        None => Input::Simulated(args.simulation.config()?),
+        None => {
+            let mut simulation = args.simulation;
+            if let Some(p) = &preset {
+                simulation.default_to(p);
+            }
+            Input::Simulated(simulation.config()?)
+        }
     };
     let modality = match &input {
         Input::Existing(_, case) => case_data_kind(case)?.modality(),
         Input::Simulated(config) => config.acquisition.modality(),
     };
-    let baselines = if args.baselines.is_empty() {
-        default_baselines(modality)
-    } else {
-        args.baselines
+    if let Some(p) = &preset {
+        let matches = matches!(
+            (p.modality, modality),
+            (PresetModality::Mr, ImageModality::Mr) | (PresetModality::Ct, ImageModality::Ct)
+        );
+        anyhow::ensure!(
+            matches,
+            "preset {} ({}) is for {} data, but the case holds {} data",
+            p.name,
+            p.path.display(),
+            p.modality.dicom(),
+            modality_str(modality)
+        );
+    }
+    let baselines = match (&preset, args.baselines.is_empty()) {
+        (_, false) => args
+            .baselines
             .iter()
             .map(|b| parse_baseline(b, modality))
-            .collect::<anyhow::Result<Vec<_>>>()?
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        (Some(p), true) if !p.baselines.is_empty() => p.baselines.clone(),
+        _ => default_baselines(modality),
+    };
+    let prior_card = match (&args.prior, &preset) {
+        (Some(card), _) => card.clone(),
+        (None, Some(p)) => p.prior_card.clone(),
+        (None, None) => anyhow::bail!("--prior CARD or --pipeline PRESET is required"),
     };
     let device = ctx.device()?;
-    let prior = Prior::load(&args.prior, device, args.precision)?;
+    let prior = Prior::load(&prior_card, device, args.precision)?;
     check_prior(&prior, modality)?;
+    let recipe = preset.as_ref().map(|p| p.dps_settings(None, None));
+    let steps = args
+        .steps
+        .or(recipe.as_ref().map(|r| r.steps))
+        .unwrap_or(100);
     anyhow::ensure!(
-        args.steps <= prior.schedule.len(),
-        "--steps {} exceeds the {} steps of prior {}",
-        args.steps,
+        steps <= prior.schedule.len(),
+        "{} exceeds the {} steps of prior {}",
+        match (args.steps, &preset) {
+            (None, Some(p)) => format!("sampler.steps = {steps} of preset {}", p.name),
+            _ => format!("--steps {steps}"),
+        },
         prior.schedule.len(),
-        args.prior.display()
+        prior_card.display()
     );
 
     let (case, case_dir, case_name) = match input {
@@ -167,30 +220,58 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e).context("cannot read simulation.json"),
     };
     let data = case_data_kind(&case)?;
-    let guidance = args.guidance.unwrap_or(default_guidance(data));
-    let clamp_gradient = match args.clamp_gradient {
-        Some(mode) => mode,
-        None => default_clamp_gradient(args.steps),
+    let guidance = args
+        .guidance
+        .or(recipe.as_ref().map(|r| r.guidance))
+        .unwrap_or(default_guidance(data));
+    let zeta = match args.zeta.or(recipe.as_ref().map(|r| r.zeta)) {
+        Some(zeta) => zeta,
+        None => default_zeta(data, guidance, steps)?,
     };
     let settings = ValidationSettings {
         baselines,
         dps: DpsSettings {
-            steps: args.steps,
-            zeta: match args.zeta {
-                Some(zeta) => zeta,
-                None => default_zeta(data, guidance, args.steps)?,
+            steps,
+            zeta,
+            eta: match &recipe {
+                Some(r) if args.eta.is_none() => r.eta,
+                _ => args.eta,
             },
-            eta: args.eta,
-            samples: args.samples,
+            samples: args
+                .samples
+                .or(recipe.as_ref().map(|r| r.samples))
+                .unwrap_or(4),
             sample_batch: args.sample_batch,
-            seed: args.dps_seed,
+            seed: args
+                .dps_seed
+                .or(recipe.as_ref().map(|r| r.seed))
+                .unwrap_or(0),
             guidance,
-            clamp_gradient,
-            refine: args.refine.unwrap_or(default_refine(data)),
+            clamp_gradient: args
+                .clamp_gradient
+                .or(recipe.as_ref().map(|r| r.clamp_gradient))
+                .unwrap_or(default_clamp_gradient(steps)),
+            refine: args
+                .refine
+                .or(recipe.as_ref().map(|r| r.refine))
+                .unwrap_or(default_refine(data)),
         },
-        mri_scale: args.mri_scale,
+        mri_scale: args
+            .mri_scale
+            .or(preset.as_ref().map(|p| p.mri_scale))
+            .unwrap_or(MriScale::Auto),
+        likelihood: preset
+            .as_ref()
+            .map_or(LikelihoodChoice::Auto, |p| p.likelihood),
     };
-    let bar = ProgressBar::new((case.len() * args.steps) as u64);
+    let warnings = preset
+        .as_ref()
+        .map(|p| p.acquisition_warnings(case.iter().map(|s| &s.raw)))
+        .unwrap_or_default();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let bar = ProgressBar::new((case.len() * steps) as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] slice {msg} (eta {eta})")
             .expect("valid template"),
@@ -206,10 +287,12 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let info = ReportInfo {
         case: case_name,
-        prior_card: &args.prior,
+        prior_card: &prior_card,
         prior: &prior,
         dps: &settings.dps,
         simulation,
+        preset: preset.as_ref(),
+        warnings: &warnings,
         command,
     };
     let files = write_report(&args.out, &validation, &info)?;

@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
-use super::preset::MriScale;
+use super::preset::{LikelihoodChoice, MriScale, Preset};
 use super::problem::{Modality, Problem};
 use super::reconstruct::{
     baseline, ensure_dps_memory, normalized_residual, reconstruct_dps, resolve_mri_scale, Baseline,
@@ -321,6 +321,9 @@ pub struct ValidationSettings {
     pub dps: DpsSettings,
     /// MR: the prior-to-data intensity scale of DPS (`Auto`: estimated per slice).
     pub mri_scale: MriScale,
+    /// A preset's `data.likelihood` ([`Problem::choose_likelihood`]); `Auto`:
+    /// as the data imply.
+    pub likelihood: LikelihoodChoice,
 }
 
 /// The scores of one method on one slice (or their means).
@@ -415,8 +418,17 @@ pub fn validate(
     let normal = case[0].raw.plane.normal();
     let mut slices = Vec::with_capacity(case.len());
     for (i, slice) in case.iter().enumerate() {
-        let problem = Problem::from_raw(&slice.raw, device)
+        let mut problem = Problem::from_raw(&slice.raw, device)
             .with_context(|| format!("{}", slice.file.display()))?;
+        problem
+            .choose_likelihood(settings.likelihood)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: the transmission likelihood needs CT counts, but the file holds line \
+                     integrals",
+                    slice.file.display()
+                )
+            })?;
         if problem.image_size != [prior.card.image_size; 2] {
             tracing::warn!(
                 "prior {} was trained on {}² images; slice {} is {:?}",
@@ -644,6 +656,11 @@ pub struct ReportInfo<'a> {
     pub dps: &'a DpsSettings,
     /// The case's `simulation.json`, when there is one.
     pub simulation: Option<Value>,
+    /// The preset whose recipe was validated (`validate --pipeline`).
+    pub preset: Option<&'a Preset>,
+    /// Where the case differs from what the preset is tuned for
+    /// ([`Preset::acquisition_warnings`]).
+    pub warnings: &'a [String],
     /// The command line.
     pub command: String,
 }
@@ -688,6 +705,8 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
             "unit": info.prior.card.intensity.unit,
             "precision": info.prior.precision.to_string(),
         },
+        "preset": info.preset.map(|p| json!({ "name": p.name, "path": p.path, "sha256": p.sha256 })),
+        "warnings": info.warnings,
         "dps": {
             "steps": info.dps.steps,
             "zeta": info.dps.zeta,
@@ -738,6 +757,17 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
         info.prior.card.image_size,
         info.prior.precision
     );
+    if let Some(p) = info.preset {
+        md += &format!(
+            "- Preset: {} (`{}`, sha256 {})\n",
+            p.name,
+            p.path.display(),
+            p.sha256
+        );
+    }
+    for w in info.warnings {
+        md += &format!("- Warning: {w}\n");
+    }
     md += &format!(
         "- DPS: {} steps, ζ = {} ({} guidance, {} clamp gradient, refinement {}), {}, {} sample(s) per slice{}, seed {}\n",
         info.dps.steps,

@@ -294,3 +294,66 @@ fn closed_stdout_is_not_an_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.join("simulation.json").is_file());
 }
+
+/// `--pipeline` simulates data as a preset expects: its modality for a source
+/// that implies none, its [acquisition] for the options not given; options
+/// given win, and a source of the other modality is refused.
+#[test]
+fn a_preset_gives_the_acquisition() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mr");
+    ok(&simulate(&[
+        "--source",
+        "ellipses-mr:5",
+        "--size",
+        "32",
+        "--coils",
+        "2",
+        "-p",
+        "mri-cartesian-8x-fast",
+        "-o",
+        arg(&out),
+    ]));
+    let p: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("simulation.json")).unwrap())
+            .unwrap();
+    let mask = &p["acquisition"]["mask"];
+    assert_eq!(mask["kind"], "equispaced", "{mask}");
+    assert_eq!(mask["acceleration"], 8.0, "{mask}");
+    assert_eq!(mask["center_fraction"], 0.04, "{mask}");
+
+    let out = dir.path().join("ct");
+    ok(&simulate(&[
+        "--source",
+        "shepp-logan-hu",
+        "--size",
+        "32",
+        "--views",
+        "18",
+        "-p",
+        "ct-low-dose-poisson",
+        "-o",
+        arg(&out),
+    ]));
+    let raw = read_raw(&files(&out.join("raw"))[0], ReadLimits::default()).unwrap();
+    let Measurement::CtSinogram(sino) = &raw.data else {
+        panic!("not a sinogram")
+    };
+    assert_eq!(sino.views, 18);
+    assert!(matches!(
+        sino.data_type,
+        dps_recon::dicom::CtDataType::Counts { .. }
+    ));
+
+    usage_error(
+        &simulate(&[
+            "--source",
+            "shepp-logan",
+            "-p",
+            "ct-sparse-view",
+            "-o",
+            arg(&dir.path().join("other")),
+        ]),
+        "is for CT data, but the simulation is MR",
+    );
+}

@@ -10,7 +10,9 @@ use clap::ValueEnum;
 use dps_operators::ct::BeamGeometry;
 use dps_operators::masks::{MaskPattern, MaskSpec};
 use dps_recon::dicom::{CtGeometry, ImageModality};
-use dps_recon::pipeline::preset::{Acquisition as PresetAcquisition, Preset, PresetModality};
+use dps_recon::pipeline::preset::{
+    resolve_preset_path, Acquisition as PresetAcquisition, Preset, PresetModality,
+};
 
 use super::write_stdout;
 use dps_recon::pipeline::simulate::{
@@ -121,11 +123,11 @@ pub enum GeometryArg {
 }
 
 impl SimulationArgs {
-    /// Takes `preset`'s modality (for sources that imply none) and, for a
-    /// simulation of that modality, its `[acquisition]` (mask, acceleration and
-    /// calibration fraction; CT geometry, views, arc and I0 unless a noise σ is
-    /// given) for every option not given.
-    pub fn default_to(&mut self, preset: &Preset) {
+    /// Takes `preset`'s modality (for sources that imply none) and its
+    /// `[acquisition]` (mask, acceleration and calibration fraction; CT
+    /// geometry, views, arc and I0 unless a noise σ is given) for every option
+    /// not given. Fails when the simulation is of the other modality.
+    pub fn default_to(&mut self, preset: &Preset) -> anyhow::Result<()> {
         let implied = self.source.as_ref().and_then(Source::implied_modality);
         if self.modality.is_none() && implied.is_none() {
             self.modality = Some(match preset.modality {
@@ -138,6 +140,16 @@ impl SimulationArgs {
             Some(ModalityArg::Ct) => Some(ImageModality::Ct),
             None => implied,
         };
+        if let Some(m) = modality {
+            ensure!(
+                modality_str(m) == preset.modality.dicom(),
+                "preset {} ({}) is for {} data, but the simulation is {}",
+                preset.name,
+                preset.path.display(),
+                preset.modality.dicom(),
+                modality_str(m)
+            );
+        }
         match (&preset.acquisition, modality) {
             (Some(PresetAcquisition::Mr { mask }), Some(ImageModality::Mr)) => {
                 let (pattern, acceleration, center_fraction) = match *mask {
@@ -180,6 +192,7 @@ impl SimulationArgs {
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// The simulation these options describe; fails when `--source` is missing or
@@ -297,6 +310,11 @@ pub struct Args {
     #[command(flatten)]
     pub simulation: SimulationArgs,
 
+    /// Simulate data as this preset expects (a name from pipelines/ or a TOML
+    /// file): its modality and [acquisition] for the options not given.
+    #[arg(long, short = 'p')]
+    pub pipeline: Option<String>,
+
     /// Output folder: raw/ and truth/ must be missing or empty.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -311,7 +329,11 @@ pub fn command_line() -> String {
 }
 
 pub fn run(_ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.simulation.config()?;
+    let mut simulation = args.simulation;
+    if let Some(name) = &args.pipeline {
+        simulation.default_to(&Preset::load(&resolve_preset_path(name)?)?)?;
+    }
+    let config = simulation.config()?;
     let sim = simulate(&config)?;
     let written = write_simulation(&sim, &args.out, Some(&command_line()))?;
     write_stdout(&format!(

@@ -144,7 +144,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         None => {
             let mut simulation = args.simulation;
             if let Some(p) = &preset {
-                simulation.default_to(p);
+                simulation.default_to(p)?;
             }
             Input::Simulated(simulation.config()?)
         }

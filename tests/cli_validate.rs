@@ -901,7 +901,22 @@ fn validate_scores_a_presets_recipe() {
     let stderr = refused(&mr);
     assert!(
         stderr.contains("preset ct-counts-test (")
-            && stderr.contains("is for CT data, but the case holds MR data"),
+            && stderr.contains("is for CT data, but the simulation is MR"),
+        "{stderr}"
+    );
+    let ct_case = dir.path().join("recipe");
+    let mr_preset = dps_recon(&[
+        "--case",
+        arg(&ct_case),
+        "-p",
+        "mri-cartesian-4x-fast",
+        "-o",
+        arg(&dir.path().join("mr-preset")),
+    ]);
+    let stderr = refused(&mr_preset);
+    assert!(
+        stderr.contains("preset mri-cartesian-4x-fast (")
+            && stderr.contains("is for MR data, but the case holds CT data"),
         "{stderr}"
     );
     let stderr = refused(&dps_recon(&[&source[..], &["-o", arg(&out)]].concat()));

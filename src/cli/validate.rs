@@ -136,6 +136,11 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         Some(name) => Some(Preset::load(&resolve_preset_path(name)?)?),
         None => None,
     };
+    let prior_card = match (&args.prior, &preset) {
+        (Some(card), _) => card.clone(),
+        (None, Some(p)) => p.prior_card.clone(),
+        (None, None) => anyhow::bail!("--prior CARD or --pipeline PRESET is required"),
+    };
     let input = match &args.case {
         Some(dir) => {
             let (raw_files, truth_files) = case_files(dir)?;
@@ -175,11 +180,6 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             .collect::<anyhow::Result<Vec<_>>>()?,
         (Some(p), true) if !p.baselines.is_empty() => p.baselines.clone(),
         _ => default_baselines(modality),
-    };
-    let prior_card = match (&args.prior, &preset) {
-        (Some(card), _) => card.clone(),
-        (None, Some(p)) => p.prior_card.clone(),
-        (None, None) => anyhow::bail!("--prior CARD or --pipeline PRESET is required"),
     };
     let device = ctx.device()?;
     let prior = Prior::load(&prior_card, device, args.precision)?;

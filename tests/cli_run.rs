@@ -953,6 +953,84 @@ fn two_ct_slices(dir: &Path, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
     (preset_path, input, dir.join("out"))
 }
 
+/// A done series that gains a slice is refused as made from other inputs; with
+/// `--redo-changed` it is redone from all its slices while an unchanged series
+/// is skipped, and a series done with another recipe is still refused.
+#[test]
+fn redo_changed_redoes_only_the_series_whose_inputs_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let card = tiny_prior(tmp.path(), PhantomStyle::Ct);
+    let input = tmp.path().join("in");
+    let (grown, _) = write_raw_series(&input.join("grown"), 2, ct_slice, 70);
+    let (same, _) = write_raw_series(&input.join("same"), 1, ct_slice, 80);
+    let preset_path = preset(tmp.path(), "ct-test", "ct", &card, 4, "");
+    let out = tmp.path().join("out");
+    let args = run_args(&preset_path, &out, &input);
+    let (code, summary, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}\n{summary:#}");
+    let grown_dir = out.join(&grown.study).join(&grown.series);
+    let same_manifest = std::fs::read(
+        out.join(&same.study)
+            .join(&same.series)
+            .join("manifest.json"),
+    )
+    .unwrap();
+
+    // A late slice of the first series.
+    let late = ct_slice(&grown, 0.0, 3, 72);
+    write_raw(&input.join("grown/raw_02.dcm"), &late).unwrap();
+    let (code, summary, _) = run(&args);
+    assert_eq!(code, 1, "{summary:#}");
+    let reason = series_entry(&summary, &grown.series)["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("other inputs") && reason.contains("--redo-changed"),
+        "{reason}"
+    );
+
+    let mut redo = args.clone();
+    redo.push("--redo-changed");
+    let mut dry = redo.clone();
+    dry.push("--dry-run");
+    let (code, plan, _) = run(&dry);
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(series_entry(&plan, &grown.series)["plan"]["action"], "redo");
+    assert_eq!(series_entry(&plan, &same.series)["plan"]["action"], "skip");
+    let (code, summary, stderr) = run(&redo);
+    assert_eq!(code, 0, "{stderr}\n{summary:#}");
+    assert_eq!(series_entry(&summary, &grown.series)["status"], "done");
+    assert_eq!(series_entry(&summary, &same.series)["status"], "skipped");
+    let m = manifest(&grown_dir);
+    assert_eq!(m["inputs"].as_array().unwrap().len(), 3, "{m:#}");
+    assert!(m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["sop_instance_uid"] == late.sop_instance_uid.as_str()));
+    assert_eq!(
+        std::fs::read(
+            out.join(&same.study)
+                .join(&same.series)
+                .join("manifest.json")
+        )
+        .unwrap(),
+        same_manifest,
+        "the unchanged series is left as it was"
+    );
+
+    // Another recipe is not a change of inputs.
+    let other = preset(tmp.path(), "ct-test", "ct", &card, 5, "");
+    assert_eq!(other, preset_path);
+    let (code, summary, _) = run(&redo);
+    assert_eq!(code, 1, "{summary:#}");
+    let reason = series_entry(&summary, &same.series)["reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("another recipe"), "{reason}");
+}
+
 /// Sets the modification time of `path` to `seconds` ago.
 fn age_file(path: &Path, seconds: u64) {
     let then = std::time::SystemTime::now() - Duration::from_secs(seconds);

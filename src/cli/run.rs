@@ -53,6 +53,12 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
 
+    /// Redo done series whose input files changed since (slices added, removed
+    /// or replaced: a late or corrected series), with the same recipe; leave the
+    /// rest as they are.
+    #[arg(long)]
+    pub redo_changed: bool,
+
     /// List the work (series, files skipped or unreadable) and write nothing;
     /// read each series to (re)construct and report what the run would fail
     /// on (bad data for the preset, memory), its slice batches and warnings.
@@ -114,6 +120,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         inputs: args.inputs.clone(),
         out: args.out.clone(),
         force: args.force,
+        redo_changed: args.redo_changed,
         seed: args.seed,
         samples: args.samples,
         sample_batch: args.sample_batch,

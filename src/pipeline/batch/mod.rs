@@ -10,8 +10,8 @@
 //!    changed more recently than `--stable-age`: the series may still be
 //!    arriving), reconstruct, skip (its manifest says done with the same recipe
 //!    and inputs, and its files are there), redo (failed before, files missing,
-//!    or `--force`), or refuse (done with another recipe or other inputs,
-//!    without `--force`).
+//!    `--force`, or other inputs under `--redo-changed`), or refuse (done with
+//!    another recipe or other inputs, without `--force`).
 //! 4. [`run`] does 2 and 3, then reconstructs each series into a build folder and publishes it
 //!    with one rename; a failing series gets a manifest with status `failed` and
 //!    the batch goes on.
@@ -55,6 +55,10 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Redo series whose manifest says done.
     pub force: bool,
+    /// Redo done series whose inputs changed (their SOPInstanceUIDs: slices
+    /// added, removed or replaced by new instances), the recipe being the same;
+    /// others are skipped as usual.
+    pub redo_changed: bool,
     /// Overrides the preset's seed.
     pub seed: Option<u64>,
     /// Overrides the preset's sample count.
@@ -228,8 +232,8 @@ pub fn recipe_for(recipes: &[Recipe], modality: &str) -> usize {
 pub enum Action {
     /// No output yet.
     Reconstruct,
-    /// Replaces a failed series, a done one with files missing, or a done one
-    /// under `--force`.
+    /// Replaces a failed series, a done one with files missing, a done one
+    /// under `--force`, or one whose inputs changed under `--redo-changed`.
     Redo,
     /// Done with this recipe and these inputs.
     Skip,
@@ -323,7 +327,7 @@ pub fn plan(recipes: &[Recipe], options: &RunOptions) -> Plan {
                     age.as_secs_f64(),
                     options.stable_age.as_secs()
                 )),
-                None => decide(&recipes[recipe], &input, &dirs, options.force),
+                None => decide(&recipes[recipe], &input, &dirs, options),
             };
             PlannedSeries {
                 input,
@@ -395,7 +399,8 @@ fn preflight_series(
     check
 }
 
-fn decide(recipe: &Recipe, input: &SeriesGroup, dirs: &SeriesDirs, force: bool) -> Action {
+fn decide(recipe: &Recipe, input: &SeriesGroup, dirs: &SeriesDirs, options: &RunOptions) -> Action {
+    let force = options.force;
     if !dirs.fin.exists() {
         return Action::Reconstruct;
     }
@@ -418,33 +423,39 @@ fn decide(recipe: &Recipe, input: &SeriesGroup, dirs: &SeriesDirs, force: bool) 
         .map(|(_, s)| s.sop_instance_uid.as_str())
         .collect();
     uids.sort_unstable();
-    if existing.fingerprint == recipe.fingerprint && existing.input_uids() == uids {
-        let missing = existing
-            .outputs
-            .iter()
-            .flat_map(|o| &o.files)
-            .find(|f| !dirs.fin.join(f).is_file());
-        match missing {
-            None => Action::Skip,
-            Some(file) => {
-                tracing::warn!(
-                    "{}: {file} of its manifest is missing; redoing the series",
-                    dirs.fin.display()
-                );
-                Action::Redo
+    let same_recipe = existing.fingerprint == recipe.fingerprint;
+    match (same_recipe, existing.input_uids() == uids) {
+        (true, true) => {
+            let missing = existing
+                .outputs
+                .iter()
+                .flat_map(|o| &o.files)
+                .find(|f| !dirs.fin.join(f).is_file());
+            match missing {
+                None => Action::Skip,
+                Some(file) => {
+                    tracing::warn!(
+                        "{}: {file} of its manifest is missing; redoing the series",
+                        dirs.fin.display()
+                    );
+                    Action::Redo
+                }
             }
         }
-    } else {
-        Action::Refuse(format!(
-            "{} holds a reconstruction made with {} (preset {}); use --force to replace it",
+        (true, false) if options.redo_changed => Action::Redo,
+        (true, false) => Action::Refuse(format!(
+            "{} holds a reconstruction made with other inputs (preset {}); use \
+             --redo-changed to redo the series whose inputs changed, or --force to redo \
+             every series",
             dirs.fin.display(),
-            if existing.input_uids() == uids {
-                "another recipe"
-            } else {
-                "other inputs"
-            },
             existing.preset.name
-        ))
+        )),
+        (false, _) => Action::Refuse(format!(
+            "{} holds a reconstruction made with another recipe (preset {}); use --force to \
+             replace it",
+            dirs.fin.display(),
+            existing.preset.name
+        )),
     }
 }
 

@@ -464,29 +464,22 @@ mod tests {
         let x_i = Tensor::randn([1, 1, 6, 6], (Kind::Double, Device::Cpu)) * 0.1;
         let z = x_i.zeros_like();
         let step = sampler.step(i, &x_i, &z, &distance);
-        let x_prime = tch::no_grad(|| {
-            let t = Tensor::full(
-                [1],
-                sampler.schedule().timesteps[i],
-                (Kind::Int64, Device::Cpu),
-            );
-            let ab = sampler.schedule().alphas_cumprod[i];
-            let x0 = tweedie(&x_i, &prior.eps(&x_i, &t), ab).clamp(-1.0, 1.0);
-            let (c0, ct) = sampler.schedule().posterior_mean_coefs(i);
-            x0 * c0 + &x_i * ct
-        });
-        let analytic = (x_prime - &step.x_prev) / (0.5 * 1000.0 / 50.0); // = ∇ d
-        let f = |x: &Tensor| {
+        // Tweedie's x̂_0 at step i, before the clamp, without a graph.
+        let tweedie_at = |x: &Tensor| {
             tch::no_grad(|| {
                 let t = Tensor::full(
                     [1],
                     sampler.schedule().timesteps[i],
                     (Kind::Int64, Device::Cpu),
                 );
-                let ab = sampler.schedule().alphas_cumprod[i];
-                let x0 = tweedie(x, &prior.eps(x, &t), ab).clamp(-1.0, 1.0);
-                distance(&x0).double_value(&[0])
+                tweedie(x, &prior.eps(x, &t), sampler.schedule().alphas_cumprod[i])
             })
+        };
+        let (c0, ct) = sampler.schedule().posterior_mean_coefs(i);
+        let x_prime = tweedie_at(&x_i).clamp(-1.0, 1.0) * c0 + &x_i * ct;
+        let analytic = (x_prime - &step.x_prev) / (0.5 * 1000.0 / 50.0); // = ∇ d
+        let f = |x: &Tensor| {
+            tch::no_grad(|| distance(&tweedie_at(x).clamp(-1.0, 1.0)).double_value(&[0]))
         };
         let h = 1e-6;
         for k in [0i64, 7, 20, 35] {
@@ -501,16 +494,7 @@ mod tests {
                 (fd - an).abs() < 1e-6 * (1.0 + fd.abs()),
                 "pixel {k}: fd {fd} vs {an}; x̂_0 within {} of the clamp; f(x_i) = {} then {}; \
                  {} libtorch threads",
-                tch::no_grad(|| {
-                    let t = Tensor::full(
-                        [1],
-                        sampler.schedule().timesteps[i],
-                        (Kind::Int64, Device::Cpu),
-                    );
-                    let ab = sampler.schedule().alphas_cumprod[i];
-                    let x0 = tweedie(&x_i, &prior.eps(&x_i, &t), ab);
-                    (x0.abs() - 1.0).abs().min().double_value(&[])
-                }),
+                (tweedie_at(&x_i).abs() - 1.0).abs().min().double_value(&[]),
                 step.distance.double_value(&[0]),
                 f(&x_i),
                 tch::get_num_threads()

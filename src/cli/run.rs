@@ -1,12 +1,12 @@
 //! `dps-recon run --pipeline P [--pipeline Q] INPUT... -o OUT`: reconstructs
 //! every series of raw measurements found in the inputs with the preset for its
-//! modality and writes DICOM series and a manifest per series under OUT (see `dps_recon::pipeline::batch` and
-//! docs/pipelines.md).
+//! modality and writes DICOM series and a manifest per series under OUT (see
+//! `dps_recon::pipeline::batch` and docs/pipelines.md).
 //!
 //! Exit codes: 0 every series done (or already done, or left for a later run
-//! under `--stable-age`), 1 some file or series
-//! failed, 2 usage or configuration error (bad preset, missing prior, output
-//! folder locked by another run). stdout holds the result (a summary, the
+//! under `--stable-age`), 1 some file or series failed, 2 usage or
+//! configuration error (bad preset, missing prior, output folder locked by
+//! another run). stdout holds the result (a summary, the
 //! `--dry-run` plan, or with `--json` one JSON document); stderr the progress
 //! (bars on a terminal, one line per series otherwise; none with `-q`) and the
 //! failures.

@@ -7,11 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use dps_recon::dicom::ImageModality;
 use dps_recon::pipeline::panics::catch_internal;
-use dps_recon::pipeline::preset::{
-    resolve_preset_path, LikelihoodChoice, MriScale, Preset, PresetModality,
-};
+use dps_recon::pipeline::preset::{resolve_preset_path, LikelihoodChoice, MriScale, Preset};
 use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance, Refine};
 use dps_recon::pipeline::simulate::{modality_str, simulate, write_simulation, SimulationConfig};
 use dps_recon::pipeline::validate::{
@@ -159,12 +156,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         Input::Simulated(config) => config.acquisition.modality(),
     };
     if let Some(p) = &preset {
-        let matches = matches!(
-            (p.modality, modality),
-            (PresetModality::Mr, ImageModality::Mr) | (PresetModality::Ct, ImageModality::Ct)
-        );
         anyhow::ensure!(
-            matches,
+            p.modality.dicom() == modality_str(modality),
             "preset {} ({}) is for {} data, but the case holds {} data",
             p.name,
             p.path.display(),

@@ -292,7 +292,11 @@ pub struct Plan {
 pub fn plan(recipes: &[Recipe], options: &RunOptions) -> Plan {
     let mut inventory = inputs::collect(&options.inputs, Some(&options.out), options.limits);
     let now = SystemTime::now();
+    // How long ago `path` changed, when that is less than --stable-age.
     let recent = |path: &Path| {
+        if options.stable_age.is_zero() {
+            return None;
+        }
         let age = inputs::age(path, now);
         (age < options.stable_age).then_some(age)
     };

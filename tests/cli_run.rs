@@ -878,6 +878,12 @@ fn a_preset_per_modality_reconstructs_a_mixed_folder_in_one_run() {
     let (code, summary, stderr) = run(&args);
     assert_eq!(code, 0, "{stderr}\n{summary:#}");
     assert_eq!(summary["counts"]["done"], 2, "{summary:#}");
+    for progress in [
+        ": reconstructing 1 MR slice with mr-test\n",
+        ": reconstructing 2 CT slices with ct-test\n",
+    ] {
+        assert!(stderr.contains(progress), "{stderr}");
+    }
     let reported: HashSet<(&str, &str)> = summary["series"]
         .as_array()
         .unwrap()

@@ -153,7 +153,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(exit_code(!failing));
     }
 
-    let mut observer = Progress::new(quiet);
+    let presets = recipes.iter().map(|r| r.preset.name.clone()).collect();
+    let mut observer = Progress::new(quiet, presets);
     let summary = batch::run(&recipes, &options, &mut observer)?;
     observer.finish();
     let text = if args.json {
@@ -356,11 +357,13 @@ fn summary_json(recipes: &[Recipe], options: &RunOptions, summary: &Summary) -> 
 /// failures with `-q`.
 struct Progress {
     quiet: bool,
+    /// The run's preset names, indexed as [`PlannedSeries::recipe`].
+    presets: Vec<String>,
     bars: Option<(MultiProgress, ProgressBar, ProgressBar)>,
 }
 
 impl Progress {
-    fn new(quiet: bool) -> Self {
+    fn new(quiet: bool, presets: Vec<String>) -> Self {
         let bars = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let series = multi.add(ProgressBar::new(0));
@@ -377,7 +380,11 @@ impl Progress {
             );
             (multi, series, steps)
         });
-        Self { quiet, bars }
+        Self {
+            quiet,
+            presets,
+            bars,
+        }
     }
 
     /// Prints a line on stderr without breaking the bars.
@@ -423,17 +430,18 @@ impl Observer for Progress {
         match &self.bars {
             Some((_, series, steps)) => {
                 series.set_position(index as u64);
-                series.set_message(name);
+                series.set_message(format!("{name} ({})", self.presets[s.recipe]));
                 steps.reset();
                 steps.set_length(0);
             }
             None if !self.quiet && matches!(s.action, Action::Reconstruct | Action::Redo) => {
                 self.line(&format!(
-                    "[{}/{total}] {name}: reconstructing {} {} slice{}",
+                    "[{}/{total}] {name}: reconstructing {} {} slice{} with {}",
                     index + 1,
                     s.input.files.len(),
                     s.input.modality,
-                    if s.input.files.len() == 1 { "" } else { "s" }
+                    if s.input.files.len() == 1 { "" } else { "s" },
+                    self.presets[s.recipe]
                 ));
             }
             None => {}

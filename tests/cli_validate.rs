@@ -256,6 +256,21 @@ fn ct_validation_reports_scores_that_can_be_recomputed() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains(&format!("| fbp | {fbp:.2} |")), "{md}");
     assert_eq!(r["prior"]["precision"], "f32");
+    // Two samples: their std is checked against the DPS error.
+    let calibration = &r["calibration"]["mean"];
+    assert_eq!(&r["slices"][0]["calibration"], calibration);
+    let ratio = finite(&calibration["error_ratio"]);
+    assert!(ratio > 0.0, "{calibration}");
+    assert!(
+        finite(&calibration["correlation"]).abs() <= 1.0,
+        "{calibration}"
+    );
+    assert!(
+        md.contains(&format!(
+            "DPS posterior std (2 samples): the RMS error of the mean is {ratio:.2}× what"
+        )),
+        "{md}"
+    );
 
     // The same case with the network in bf16: recorded as such, the same FBP, and
     // DPS close to the f32 chain's but not equal to it.
@@ -334,6 +349,20 @@ fn mr_validation_of_a_simulated_case_and_of_the_same_case_again() {
         .map(String::as_str)
         .collect();
     assert_eq!(methods, ["cg-sense", "dps", "tv", "zero-filled"]);
+    // The calibration of two slices is the mean of theirs.
+    for key in ["error_ratio", "correlation"] {
+        let each: Vec<f64> = r["slices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| finite(&s["calibration"][key]))
+            .collect();
+        let mean = finite(&r["calibration"]["mean"][key]);
+        assert!(
+            (mean - (each[0] + each[1]) / 2.0).abs() < 1e-12,
+            "{key}: {each:?}, {mean}"
+        );
+    }
     let cg = recomputed_scores(
         &first,
         Baseline::CgSense {
@@ -758,6 +787,12 @@ fn mr_intensity_scale_follows_the_cards_reference_percentile() {
         finite(&report(&out)["slices"][0]["mri_scale"])
     };
     let auto = scale_with(&card, "auto", "a");
+    // One sample has no standard deviation to check.
+    let one = report(&case);
+    assert!(one["calibration"]["mean"].is_null(), "{one:#}");
+    assert!(one["slices"][0]["calibration"].is_null(), "{one:#}");
+    let md = std::fs::read_to_string(case.join("report.md")).unwrap();
+    assert!(!md.contains("posterior std ("), "{md}");
     card["intensity"]["reference_p999"] = Value::from(reference / 2.0);
     let half = scale_with(&card, "auto", "b");
     assert!((half / auto - 2.0).abs() < 1e-9, "{auto} then {half}");

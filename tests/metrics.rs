@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dps_recon::metrics::{mse, nmse, psnr, ssim};
+use dps_recon::metrics::{calibration, mse, nmse, psnr, ssim};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -181,4 +181,59 @@ fn ssim_rejects_images_smaller_than_the_window() {
 fn ssim_rejects_zero_range() {
     let a = Tensor::zeros([16, 16], (Kind::Float, Device::Cpu));
     ssim(&a, &a, 0.0);
+}
+
+#[test]
+fn calibration_by_hand() {
+    let reference = Tensor::zeros([2, 2], (Kind::Double, Device::Cpu));
+    let mean = Tensor::from_slice(&[0.0, 1.0, -2.0, 3.0]).view([2, 2]);
+    let std = Tensor::from_slice(&[1.0, 1.0, 2.0, 2.0]).view([2, 2]);
+    let c = calibration(&mean, &std, &reference, 3).unwrap();
+    // Measured MSE 14/4; predicted mean(std²) (N + 1)/(N − 1) = 2.5 · 2.
+    assert!(
+        (c.error_ratio - (3.5f64 / 5.0).sqrt()).abs() < 1e-12,
+        "{c:?}"
+    );
+    // |error| = 0, 1, 2, 3 against std 1, 1, 2, 2: 2 / √5.
+    assert!((c.correlation - 2.0 / 5f64.sqrt()).abs() < 1e-12, "{c:?}");
+    assert_eq!(calibration(&mean, &std, &reference, 1), None);
+    assert_eq!(calibration(&mean, &std.ones_like(), &reference, 3), None);
+}
+
+/// N samples and the reference drawn from one Gaussian per pixel, with σ from
+/// 0.01 to 1 across the image: calibrated by construction.
+#[test]
+fn a_calibrated_posterior_scores_one_and_a_wrong_std_does_not() {
+    tch::manual_seed(11);
+    let n = 4;
+    let opts = (Kind::Double, Device::Cpu);
+    let sigma = Tensor::linspace(0.01, 1.0, 256, opts)
+        .view([1, 256])
+        .expand([256, 256], false);
+    let mu = Tensor::randn([256, 256], opts);
+    let draw = || &mu + &sigma * Tensor::randn([256, 256], opts);
+    let samples = Tensor::stack(&(0..n).map(|_| draw()).collect::<Vec<_>>(), 0);
+    let reference = draw();
+    let mean = samples.mean_dim(&[0i64][..], false, Kind::Double);
+    let std = samples.std_dim(&[0i64][..], false, false);
+
+    let c = calibration(&mean, &std, &reference, n).unwrap();
+    assert!((c.error_ratio - 1.0).abs() < 0.02, "{c:?}");
+    // 0.42 here: one pixel's |error| is a single draw and its std comes from 4
+    // samples, so even a calibrated posterior is far from 1.
+    assert!(c.correlation > 0.35, "{c:?}");
+    // A standard deviation half as large understates the error twofold.
+    let half = calibration(&mean, &(&std * 0.5), &reference, n).unwrap();
+    assert!(
+        (half.error_ratio - 2.0 * c.error_ratio).abs() < 1e-9,
+        "{half:?}"
+    );
+    assert!((half.correlation - c.correlation).abs() < 1e-9, "{half:?}");
+    // A map of the right size but unrelated to where the errors are.
+    let shuffled = std
+        .flatten(0, -1)
+        .index_select(0, &Tensor::randperm(256 * 256, (Kind::Int64, Device::Cpu)))
+        .view([256, 256]);
+    let blind = calibration(&mean, &shuffled, &reference, n).unwrap();
+    assert!(blind.correlation.abs() < 0.02, "{blind:?}");
 }

@@ -128,6 +128,7 @@ fn slice(zf: f64, cg: f64, residual: Option<f64>) -> SliceResult {
         mri_scale: Some(1.0),
         scores: s,
         posterior_std: Tensor::full([16, 16], 0.02, (Kind::Float, Device::Cpu)),
+        calibration: None,
         truth,
         images,
     }

@@ -11,6 +11,8 @@
 //! - SSIM as scikit-image's Gaussian-window SSIM ([`crate::metrics::ssim`]); NMSE
 //!   is `‖x − truth‖² / ‖truth‖²`;
 //! - `residual` is [`normalized_residual`]: ≈ 1 for a fit at the noise level;
+//! - with 2 or more posterior samples, DPS's standard deviation is checked
+//!   against its error ([`crate::metrics::calibration`]);
 //! - seconds are wall-clock per slice; DPS includes the MR intensity scaling.
 
 use std::collections::BTreeMap;
@@ -34,7 +36,7 @@ use crate::dicom::{
     read_raw, read_series, CtDataType, ImageModality, Measurement, Plane, RawMeasurement,
     ReadLimits,
 };
-use crate::metrics::{nmse, psnr, ssim};
+use crate::metrics::{calibration, nmse, psnr, ssim, Calibration};
 use crate::prior::Prior;
 use crate::render::Window;
 
@@ -355,6 +357,9 @@ pub struct SliceResult {
     pub images: BTreeMap<String, Tensor>,
     /// DPS posterior standard deviation `[H, W]` (CPU).
     pub posterior_std: Tensor,
+    /// How well `posterior_std` predicts the DPS mean's error; `None` for one
+    /// sample.
+    pub calibration: Option<Calibration>,
 }
 
 /// A validated case.
@@ -487,6 +492,8 @@ pub fn validate(
         let image = to_cpu_2d(&rec.mean);
         let seconds = start.elapsed().as_secs_f64();
         scores.insert(DPS.to_string(), score(&rec.mean, seconds));
+        let posterior_std = to_cpu_2d(&rec.std);
+        let calibration = calibration(&image, &posterior_std, &truth, settings.dps.samples);
         images.insert(DPS.to_string(), image);
         slices.push(SliceResult {
             location_mm: slice
@@ -498,7 +505,8 @@ pub fn validate(
             scores,
             truth,
             images,
-            posterior_std: to_cpu_2d(&rec.std),
+            posterior_std,
+            calibration,
         });
     }
     Ok(Validation {
@@ -551,6 +559,21 @@ impl Validation {
                 (m, mean)
             })
             .collect()
+    }
+
+    /// [`SliceResult::calibration`] averaged over the slices; `None` unless
+    /// every slice has one.
+    pub fn mean_calibration(&self) -> Option<Calibration> {
+        let all: Vec<Calibration> = self
+            .slices
+            .iter()
+            .map(|s| s.calibration)
+            .collect::<Option<_>>()?;
+        let n = all.len() as f64;
+        Some(Calibration {
+            error_ratio: all.iter().map(|c| c.error_ratio).sum::<f64>() / n,
+            correlation: all.iter().map(|c| c.correlation).sum::<f64>() / n,
+        })
     }
 
     /// The baseline with the highest mean PSNR; `None` without baselines.
@@ -682,6 +705,7 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
                 "location_mm": s.location_mm,
                 "mri_scale": s.mri_scale,
                 "methods": s.scores,
+                "calibration": s.calibration,
             })
         })
         .collect();
@@ -722,6 +746,13 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
         "baselines": v.baselines.iter().map(|b| (b.name().to_string(), json!(describe(b)))).collect::<serde_json::Map<_, _>>(),
         "best_baseline": v.best_baseline(),
         "mean": v.mean(),
+        "calibration": {
+            "mean": v.mean_calibration(),
+            "rule": "DPS posterior std against the error of the DPS mean (2 or more samples): \
+                     error_ratio = RMS error / RMS error the std predicts, √(mean(std²)·(N + 1)/(N − 1)) \
+                     for N samples (1 = calibrated, > 1: the std understates the error); \
+                     correlation = Pearson correlation of |error| and std over the pixels",
+        },
         "slices": slices,
         "montage": MONTAGE_FILE,
         "montage_columns": v.montage_columns(),
@@ -819,6 +850,14 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
             mean[DPS].ssim - mean[b].ssim
         );
     }
+    if let Some(c) = v.mean_calibration() {
+        md += &format!(
+            "\nDPS posterior std ({} samples): the RMS error of the mean is {:.2}× what the std \
+             predicts (1 = calibrated; above 1 the std understates the error), and |error| \
+             correlates with the std at {:.2} (means over slices).\n",
+            info.dps.samples, c.error_ratio, c.correlation
+        );
+    }
     md += "\n## Per slice\n\n";
     md += "| Slice | Location (mm) | Method | PSNR (dB) | SSIM | NMSE | Residual | Seconds |\n";
     md += "|---:|---:|---|---:|---:|---:|---:|---:|\n";
@@ -834,6 +873,18 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
                 sc.nmse,
                 opt(sc.residual, 2),
                 sc.seconds
+            );
+        }
+    }
+    if v.slices.iter().any(|s| s.calibration.is_some()) {
+        md += "\n| Slice | DPS error / error predicted by std | Correlation of error size and std |\n";
+        md += "|---:|---:|---:|\n";
+        for (i, s) in v.slices.iter().enumerate() {
+            md += &format!(
+                "| {} | {} | {} |\n",
+                i + 1,
+                opt(s.calibration.map(|c| c.error_ratio), 2),
+                opt(s.calibration.map(|c| c.correlation), 2)
             );
         }
     }

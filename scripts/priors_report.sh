@@ -151,6 +151,8 @@ names = {"mri-4x": "MRI 4× (random lines, 8 % ACS)", "mri-8x": "MRI 8× (random
 columns = {"full": "DPS 1000 steps", "fast": "DPS 100 steps",
            "mean": "DPS 100 steps, mean of N", "full-mean": "DPS 1000 steps, mean of N"}
 variants = tuple(columns)
+# The posterior std of the 'mean' run against its error (validate's `calibration`).
+STD_CHECK = "std check, 100 steps, mean of N"
 def load(row, v):
     p = os.path.join(out, row, v, "report.json")
     return json.load(open(p)) if os.path.exists(p) else None
@@ -208,8 +210,8 @@ lines = ["# Shipped priors on held-out data", "",
          "the presets named in the table (full preset: DDPM; -fast: DDIM η = 1); one posterior",
          "sample, or the mean of N samples (the MMSE estimate `samples = N` writes, with its",
          "per-pixel standard deviation).", "",
-         "| task | slices | ZF / FBP | CG-SENSE | TV | DPS 1000 steps | DPS 100 steps | DPS 100 steps, mean of N | DPS 1000 steps, mean of N | DPS − TV | ζ (1000 / 100) |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| task | slices | ZF / FBP | CG-SENSE | TV | DPS 1000 steps | DPS 100 steps | DPS 100 steps, mean of N | DPS 1000 steps, mean of N | DPS − TV | ζ (1000 / 100) | %s |" % STD_CHECK,
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 def cell(r, m):
     if r is None or m not in r["mean"]:
         return "–"
@@ -224,7 +226,8 @@ for row in rows:
     if ref is None:
         if kept:
             whole.append(row)
-            lines += previous_lines("| %s |" % names[row])
+            # A row made before the std check column gets "–" there.
+            lines += [l if STD_CHECK in kept else l + " – |" for l in previous_lines("| %s |" % names[row])]
         continue
     dps, zetas = {}, dict(zip(("full", "fast"), kept.get("ζ (1000 / 100)", "– / –").split(" / ")))
     for v, r in runs.items():
@@ -237,11 +240,18 @@ for row in rows:
     first = "zero-filled" if ref["modality"].lower() == "mr" else "fbp"
     tv = ref["mean"].get("tv")   # none until the fast run (which runs TV) is done
     gain = "%+.2f dB" % (max(p for _, p in dps.values()) - tv["psnr"]) if tv else "–"
-    lines.append("| %s | %d | %s | %s | %s | %s | %s | %s / %s |" % (
+    calibration = (runs["mean"] or {}).get("calibration", {}).get("mean")
+    std_check = ("%.2f / %.2f" % (calibration["error_ratio"], calibration["correlation"])
+                 if calibration else kept.get(STD_CHECK, "–"))
+    lines.append("| %s | %d | %s | %s | %s | %s | %s | %s / %s | %s |" % (
         names[row], ref["slices_count"], cell(ref, first), cell(ref, "cg-sense"), cell(ref, "tv"),
         " | ".join(dps[v][0] if v in dps else "–" for v in variants), gain,
-        zetas.get("full", "–"), zetas.get("fast", "–")))
+        zetas.get("full", "–"), zetas.get("fast", "–"), std_check))
 lines += ["", "Cells: mean PSNR / SSIM / seconds per slice. DPS − TV: the best DPS column against TV.",
+          "%s: the per-pixel posterior standard deviation of that column's run against" % (STD_CHECK[0].upper() + STD_CHECK[1:]),
+          "the error of its mean (`validate`'s `calibration`, docs/pipelines.md, 'Checking the",
+          "uncertainty series'): the RMS error over the RMS error the std predicts (1 = calibrated,",
+          "above 1 the uncertainty series understates the error) / the correlation of |error| and std.",
           "", "## Notes", ""]
 def bullet(text):
     return textwrap.wrap(text, 92, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)

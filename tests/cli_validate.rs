@@ -960,3 +960,84 @@ fn validate_scores_a_presets_recipe() {
         "{stderr}"
     );
 }
+
+/// `--zeta A,B,…` runs DPS with each ζ from the same seed and reports the one
+/// with the highest mean PSNR, beside the baselines run once.
+#[test]
+fn a_zeta_sweep_reports_every_zeta_and_keeps_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
+    let case = dir.path().join("case");
+    let sampler = ["--prior", arg(&card), "--steps", "3", "--samples", "2"];
+    let source = [
+        "--source",
+        "ellipses-ct:4",
+        "--size",
+        "32",
+        "--views",
+        "12",
+        "--noise-sigma",
+        "0.01",
+    ];
+    let rest = ["--zeta", "0.2", "--baselines", "fbp", "-o", arg(&case)];
+    ok(&dps_recon(&[&source[..], &sampler, &rest].concat()));
+
+    // Almost no guidance first, so that the best ζ is not the first one tried.
+    let zetas = [1e-6, 0.2, 0.05];
+    let sweep = dir.path().join("sweep");
+    let listed = "0.000001,0.2,0.05";
+    let rest = [
+        "--case",
+        arg(&case),
+        "--zeta",
+        listed,
+        "--baselines",
+        "fbp,tv",
+    ];
+    let stdout = ok(&dps_recon(
+        &[&rest[..], &sampler, &["-o", arg(&sweep)]].concat(),
+    ));
+    let r = report(&sweep);
+    let trials = r["zeta_sweep"]["trials"].as_array().unwrap();
+    let tried: Vec<f64> = trials.iter().map(|t| finite(&t["zeta"])).collect();
+    assert_eq!(tried, zetas);
+    let psnr: Vec<f64> = trials.iter().map(|t| finite(&t["dps"]["psnr"])).collect();
+    let best = (0..3).max_by(|&a, &b| psnr[a].total_cmp(&psnr[b])).unwrap();
+    assert_ne!(best, 0, "no guidance scored best: {psnr:?}");
+    assert_eq!(finite(&r["dps"]["zeta"]), zetas[best]);
+    assert_eq!(r["mean"]["dps"], trials[best]["dps"]);
+    assert_eq!(r["calibration"]["mean"], trials[best]["calibration"]);
+    assert_eq!(r["zeta_sweep"]["selected_by"], "the highest mean DPS PSNR");
+    for m in ["fbp", "tv"] {
+        finite(&r["mean"][m]["psnr"]);
+    }
+    assert!(
+        stdout.contains(&format!("chosen ζ = {}", r["dps"]["zeta"])),
+        "{stdout}"
+    );
+    let md = std::fs::read_to_string(sweep.join("report.md")).unwrap();
+    assert!(md.contains("## ζ sweep"), "{md}");
+    assert!(
+        md.contains(&format!("| {} (chosen) | {:.2} |", zetas[best], psnr[best])),
+        "{md}"
+    );
+
+    // Each trial is what a run with that ζ alone scores: the same seed.
+    for (k, zeta) in ["0.000001", "0.2"].into_iter().enumerate() {
+        let one = dir.path().join(format!("one-{k}"));
+        let rest = ["--case", arg(&case), "--zeta", zeta, "--baselines", "fbp"];
+        ok(&dps_recon(
+            &[&rest[..], &sampler, &["-o", arg(&one)]].concat(),
+        ));
+        let single = report(&one);
+        assert_eq!(single["mean"]["dps"]["psnr"], trials[k]["dps"]["psnr"]);
+        assert!(single["zeta_sweep"].is_null());
+    }
+
+    // Refused before anything is simulated or written.
+    let out = dir.path().join("twice");
+    let rest = ["--zeta", "0.2,0.1,0.2", "-o", arg(&out)];
+    let stderr = refused(&dps_recon(&[&source[..], &sampler, &rest].concat()));
+    assert!(stderr.contains("ζ = 0.2 given twice"), "{stderr}");
+    assert!(!out.exists());
+}

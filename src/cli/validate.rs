@@ -12,9 +12,9 @@ use dps_recon::pipeline::preset::{resolve_preset_path, LikelihoodChoice, MriScal
 use dps_recon::pipeline::reconstruct::{DpsSettings, Guidance, Refine};
 use dps_recon::pipeline::simulate::{modality_str, simulate, write_simulation, SimulationConfig};
 use dps_recon::pipeline::validate::{
-    case_data_kind, case_files, check_prior, default_baselines, fmt_number, load_case,
-    parse_baseline, validate, write_report, CaseSlice, DataKind, ReportInfo, ValidationSettings,
-    DPS,
+    case_data_kind, case_files, check_prior, check_zetas, default_baselines, fmt_number, load_case,
+    parse_baseline, validate_zetas, write_report, CaseSlice, DataKind, ReportInfo,
+    ValidationSettings, DPS,
 };
 use dps_recon::prior::{Precision, Prior};
 use dps_recon::sampler::ClampGradient;
@@ -50,12 +50,15 @@ pub struct Args {
     #[arg(long, value_parser = super::count::<usize>)]
     pub steps: Option<usize>,
 
-    /// DPS guidance step size ζ [default: as tuned for the shipped presets: MR 10 at
-    /// ≥ 500 steps, else 16; CT line integrals with ramp guidance 12 / 24, with plain
-    /// guidance 0.3 / 2; CT counts with ramp:C guidance (C > 0) 0.175 / 0.25, with
-    /// bare ramp guidance 0.25 / 0.5, with plain guidance none (give --zeta)].
-    #[arg(long, value_parser = super::positive)]
-    pub zeta: Option<f64>,
+    /// DPS guidance step size ζ, or several comma-separated to sweep them: DPS
+    /// runs with each (the same seed), the report lists them all and is otherwise
+    /// for the one with the highest mean DPS PSNR [default: the preset's, else as
+    /// tuned for the shipped presets: MR 10 at ≥ 500 steps, else 16; CT line
+    /// integrals with ramp guidance 12 / 24, with plain guidance 0.3 / 2; CT counts
+    /// with ramp:C guidance (C > 0) 0.175 / 0.25, with bare ramp guidance 0.25 /
+    /// 0.5, with plain guidance none (give --zeta)].
+    #[arg(long, value_parser = super::positive, value_delimiter = ',')]
+    pub zeta: Vec<f64>,
 
     /// What the guidance measures: plain (Algorithm 1's ‖y − A x̂₀‖) or ramp (CT:
     /// the ramp-filtered residual, a preconditioned gradient), or ramp:C (CT: with a
@@ -129,6 +132,9 @@ enum Input {
 
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let command = command_line();
+    if !args.zeta.is_empty() {
+        check_zetas(&args.zeta)?;
+    }
     let preset = match &args.pipeline {
         Some(name) => Some(Preset::load(&resolve_preset_path(name)?)?),
         None => None,
@@ -217,15 +223,16 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         .guidance
         .or(recipe.as_ref().map(|r| r.guidance))
         .unwrap_or(default_guidance(data));
-    let zeta = match args.zeta.or(recipe.as_ref().map(|r| r.zeta)) {
-        Some(zeta) => zeta,
-        None => default_zeta(data, guidance, steps)?,
+    let zetas = match (args.zeta.is_empty(), &recipe) {
+        (false, _) => args.zeta.clone(),
+        (true, Some(r)) => vec![r.zeta],
+        (true, None) => vec![default_zeta(data, guidance, steps)?],
     };
-    let settings = ValidationSettings {
+    let mut settings = ValidationSettings {
         baselines,
         dps: DpsSettings {
             steps,
-            zeta,
+            zeta: zetas[0],
             eta: match &recipe {
                 Some(r) if args.eta.is_none() => r.eta,
                 _ => args.eta,
@@ -264,20 +271,32 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let bar = ProgressBar::new((case.len() * steps) as u64);
+    let (slices, runs) = (case.len(), zetas.len());
+    let bar = ProgressBar::new((runs * slices * steps) as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] slice {msg} (eta {eta})")
             .expect("valid template"),
     );
-    let slices = case.len();
-    let validation = catch_internal(|| {
-        validate(&case, &prior, &settings, device, &mut |i, done, total| {
-            bar.set_message(format!("{}/{slices}", i + 1));
-            bar.set_length((slices * total) as u64);
-            bar.set_position((i * total + done) as u64);
-        })
+    let (validation, trials, best) = catch_internal(|| {
+        validate_zetas(
+            &case,
+            &prior,
+            &settings,
+            &zetas,
+            device,
+            &mut |k, i, done, total| {
+                bar.set_message(match runs {
+                    1 => format!("{}/{slices}", i + 1),
+                    _ => format!("{}/{slices}, ζ {}/{runs}", i + 1, k + 1),
+                });
+                bar.set_length((runs * slices * total) as u64);
+                bar.set_position(((k * slices + i) * total + done) as u64);
+            },
+        )
     })?;
     bar.finish_and_clear();
+    settings.dps.zeta = zetas[best];
+    let sweep = if runs > 1 { &trials[..] } else { &[] };
     let info = ReportInfo {
         case: case_name,
         prior_card: &prior_card,
@@ -286,6 +305,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         simulation,
         preset: preset.as_ref(),
         warnings: &warnings,
+        zeta_sweep: sweep,
         command,
     };
     let files = write_report(&args.out, &validation, &info)?;
@@ -295,7 +315,19 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|m| format!("{m} {:.2} dB", mean[m].psnr))
         .collect();
-    let mut text = format!(
+    let mut text = String::new();
+    if runs > 1 {
+        let each: Vec<String> = trials
+            .iter()
+            .map(|t| format!("{} {:.2} dB", fmt_number(t.zeta), t.dps.psnr))
+            .collect();
+        text += &format!(
+            "ζ sweep, mean DPS PSNR: {}; chosen ζ = {}\n",
+            each.join(", "),
+            fmt_number(settings.dps.zeta)
+        );
+    }
+    text += &format!(
         "mean PSNR over {} slice(s) (data range {}): {}\n",
         validation.slices.len(),
         fmt_number(validation.data_range),

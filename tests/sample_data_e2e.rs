@@ -151,6 +151,28 @@ fn run_case(case: &str, preset: &str) -> BTreeMap<String, f64> {
         let r = slice["residual"]["dps"].as_f64().unwrap();
         assert!(r.is_finite() && r > 0.0, "{slice:#}");
     }
+    // `dps-recon score` pairs and scores the same series as this test does.
+    let scored = Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+        .args(["score", "--json", "--truth"])
+        .arg(root().join("sample_data").join(case).join("truth"))
+        .args(scores.keys().map(|kind| dir.join(kind)))
+        .output()
+        .unwrap();
+    assert!(
+        scored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scored.stderr)
+    );
+    let scored: Value = serde_json::from_slice(&scored.stdout).unwrap();
+    for (kind, series) in scores.keys().zip(scored["series"].as_array().unwrap()) {
+        let reported = series["mean"]["psnr"].as_f64().unwrap();
+        assert!(
+            (reported - scores[kind]).abs() < 1e-9,
+            "{kind}: score says {reported} dB, this test {}",
+            scores[kind]
+        );
+        assert_eq!(series["truth_slices_missing"], 0);
+    }
     eprintln!("{case} with {preset}: mean PSNR {scores:?}");
     scores
 }

@@ -8,6 +8,7 @@ use dps_recon::device::DeviceChoice;
 mod inspect;
 mod phantom;
 mod run;
+mod score;
 mod simulate;
 mod train;
 mod validate;
@@ -52,6 +53,8 @@ pub enum Command {
     Train(train::Args),
     /// Simulate, reconstruct with DPS and the baselines, and report PSNR/SSIM/NMSE.
     Validate(Box<validate::Args>),
+    /// Score image series (e.g. a run's outputs) against a ground-truth series.
+    Score(score::Args),
 }
 
 /// Parses the command line, sets up logging and threads, and runs the verb.
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&ctx, args),
         Command::Train(args) => train::run(&ctx, args),
         Command::Validate(args) => validate::run(&ctx, *args),
+        Command::Score(args) => score::run(&ctx, args),
     };
     match result {
         Ok(code) => code,

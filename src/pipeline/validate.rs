@@ -161,7 +161,7 @@ pub struct CaseSlice {
 }
 
 /// The `.dcm` files directly in `dir`, sorted by name.
-fn dcm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn dcm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -305,7 +305,7 @@ pub fn case_data_kind(case: &[CaseSlice]) -> anyhow::Result<DataKind> {
 }
 
 /// Whether two planes have the same orientation (to 1e-4) and position (to 0.01 mm).
-fn same_place(a: &Plane, b: &Plane) -> bool {
+pub(crate) fn same_place(a: &Plane, b: &Plane) -> bool {
     a.orientation
         .iter()
         .zip(&b.orientation)

@@ -183,22 +183,25 @@ fn png_size(path: &Path) -> (u32, u32) {
     image::open(path).unwrap().into_luma8().dimensions()
 }
 
+/// `validate` options simulating a small CT case: one 32² ellipse phantom, 12 views.
+const SMALL_CT_CASE: [&str; 8] = [
+    "--source",
+    "ellipses-ct:4",
+    "--size",
+    "32",
+    "--views",
+    "12",
+    "--noise-sigma",
+    "0.01",
+];
+
 #[test]
 fn ct_validation_reports_scores_that_can_be_recomputed() {
     let dir = tempfile::tempdir().unwrap();
     let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
     let out = dir.path().join("val");
     let sampler = ["--prior", arg(&card), "--steps", "3", "--samples", "2"];
-    let source = [
-        "--source",
-        "ellipses-ct:4",
-        "--size",
-        "32",
-        "--views",
-        "12",
-        "--noise-sigma",
-        "0.01",
-    ];
+    let source = SMALL_CT_CASE;
     let rest = ["--baselines", "fbp,tv:0.05:30", "-o", arg(&out)];
     let stdout = ok(&dps_recon(&[&source[..], &sampler, &rest].concat()));
     assert!(stdout.contains(arg(&out.join("montage.png"))), "{stdout}");
@@ -969,16 +972,7 @@ fn a_zeta_sweep_reports_every_zeta_and_keeps_the_best() {
     let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
     let case = dir.path().join("case");
     let sampler = ["--prior", arg(&card), "--steps", "3", "--samples", "2"];
-    let source = [
-        "--source",
-        "ellipses-ct:4",
-        "--size",
-        "32",
-        "--views",
-        "12",
-        "--noise-sigma",
-        "0.01",
-    ];
+    let source = SMALL_CT_CASE;
     let rest = ["--zeta", "0.2", "--baselines", "fbp", "-o", arg(&case)];
     ok(&dps_recon(&[&source[..], &sampler, &rest].concat()));
 

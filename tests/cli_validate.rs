@@ -1011,6 +1011,11 @@ fn a_zeta_sweep_reports_every_zeta_and_keeps_the_best() {
     );
     let md = std::fs::read_to_string(sweep.join("report.md")).unwrap();
     assert!(md.contains("## ζ sweep"), "{md}");
+    assert!(md.contains("| 0.000001 | "), "{md}");
+    assert!(
+        stdout.contains("ζ sweep, mean DPS PSNR: 0.000001 "),
+        "{stdout}"
+    );
     assert!(
         md.contains(&format!("| {} (chosen) | {:.2} |", zetas[best], psnr[best])),
         "{md}"

@@ -319,12 +319,12 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     if runs > 1 {
         let each: Vec<String> = trials
             .iter()
-            .map(|t| format!("{} {:.2} dB", fmt_number(t.zeta), t.dps.psnr))
+            .map(|t| format!("{} {:.2} dB", t.zeta, t.dps.psnr))
             .collect();
         text += &format!(
             "ζ sweep, mean DPS PSNR: {}; chosen ζ = {}\n",
             each.join(", "),
-            fmt_number(settings.dps.zeta)
+            settings.dps.zeta
         );
     }
     text += &format!(

@@ -922,7 +922,7 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
         for t in info.zeta_sweep {
             md += &format!(
                 "| {}{} | {:.2} | {:.4} | {:.5} | {} | {:.2} | {} |\n",
-                fmt_number(t.zeta),
+                t.zeta,
                 if t.zeta == info.dps.zeta {
                     " (chosen)"
                 } else {
@@ -940,7 +940,7 @@ pub fn report_markdown(v: &Validation, info: &ReportInfo<'_>) -> String {
             "\nDPS means over slices, the same seed for every ζ. The rest of this report is for \
              ζ = {}, {ZETA_SELECTION}; chosen on this case, its score here is optimistic: \
              check it on another case.\n\n",
-            fmt_number(info.dps.zeta)
+            info.dps.zeta
         );
     }
     md += "## Mean over slices\n\n";

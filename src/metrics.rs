@@ -44,6 +44,8 @@ pub fn nmse(x: &Tensor, reference: &Tensor) -> f64 {
 const SSIM_SIGMA: f64 = 1.5;
 /// Radius of the Gaussian SSIM window: `int(3.5·σ + 0.5)` = 5, an 11-tap window.
 const SSIM_RADIUS: i64 = 5;
+/// The side of the SSIM window, and so the smallest image side [`ssim`] takes.
+pub const SSIM_WINDOW: usize = 2 * SSIM_RADIUS as usize + 1;
 const SSIM_K1: f64 = 0.01;
 const SSIM_K2: f64 = 0.03;
 
@@ -75,7 +77,7 @@ pub fn ssim(x: &Tensor, reference: &Tensor, data_range: f64) -> f64 {
         "ssim: expected images of shape [..., H, W], got {size:?}"
     );
     let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
-    let win = 2 * SSIM_RADIUS + 1;
+    let win = SSIM_WINDOW as i64;
     assert!(
         h >= win && w >= win,
         "ssim: images must be at least {win} × {win} pixels, got {h} × {w}"

@@ -3,6 +3,8 @@
 //! real reconstructions are checked against the test's own in
 //! sample_data_e2e.)
 
+mod dicom_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -100,4 +102,31 @@ fn other_modalities_and_empty_folders_are_refused() {
     std::fs::write(tmp.path().join("bad.dcm"), b"not dicom").unwrap();
     let stderr = refused(&score(&[Path::new("--truth"), &mr, tmp.path()]));
     assert!(stderr.contains("bad.dcm"), "{stderr}");
+}
+
+/// An image smaller than SSIM's 11 × 11 window is refused with its size, not
+/// a panic: pydicom's MR_small cropped to 8 × 8.
+#[test]
+fn images_smaller_than_the_ssim_window_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let script = "import os, sys, pydicom\n\
+                  ds = pydicom.dcmread(os.path.join(os.path.dirname(pydicom.__file__), \
+                  'data', 'test_files', 'MR_small.dcm'))\n\
+                  ds.PixelData = ds.pixel_array[:8, :8].copy().tobytes()\n\
+                  ds.Rows = ds.Columns = 8\n\
+                  ds.save_as(sys.argv[1])\n";
+    let file = small.join("slice.dcm");
+    if dicom_support::python(script, &[file.to_str().unwrap()]).is_none() {
+        return;
+    }
+    let stderr = refused(&score(&[Path::new("--truth"), &small, &small]));
+    assert!(
+        stderr.contains(&format!(
+            "{}: the slice at [-83.9063, -91.2, 6.6406] mm is 8×8, smaller than SSIM's 11 × 11 window",
+            small.display()
+        )),
+        "{stderr}"
+    );
 }

@@ -16,7 +16,7 @@ use tch::Tensor;
 
 use super::validate::{dcm_files, same_place};
 use crate::dicom::{read_series, ImageFrame, ImageSeries, ReadLimits};
-use crate::metrics::{nmse, psnr, ssim};
+use crate::metrics::{nmse, psnr, ssim, SSIM_WINDOW};
 
 /// The scores of one slice, or their means over a series.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -80,9 +80,10 @@ pub fn data_range_of(truth: &ImageSeries) -> f64 {
 
 /// Scores `series`, read from `dir`, against `truth` with `data_range`. Fails
 /// when the modalities differ, when a slice of the series has no truth slice
-/// at its position, or when paired slices differ in size; every error names
-/// `dir`. Different frames of reference are only warned about: the positions
-/// may still be those of the same grid.
+/// at its position, when paired slices differ in size or are smaller than
+/// SSIM's window ([`SSIM_WINDOW`]); every error names `dir`. Different frames
+/// of reference are only warned about: the positions may still be those of the
+/// same grid.
 pub fn score_series(
     truth: &ImageSeries,
     series: &ImageSeries,
@@ -133,6 +134,15 @@ pub fn score_series(
             plane.position_mm
         );
         let reference = &truth.frames[k];
+        ensure!(
+            frame.rows.min(frame.cols) >= SSIM_WINDOW,
+            "{}: the slice at {:?} mm is {}×{}, smaller than SSIM's {SSIM_WINDOW} × \
+             {SSIM_WINDOW} window",
+            dir.display(),
+            plane.position_mm,
+            frame.rows,
+            frame.cols
+        );
         ensure!(
             (frame.rows, frame.cols) == (reference.rows, reference.cols),
             "{}: the slice at {:?} mm is {}×{}, the truth's {}×{}",

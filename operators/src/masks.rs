@@ -161,6 +161,30 @@ impl MaskSpec {
             | Self::PoissonDisc { acceleration, .. } => acceleration,
         }
     }
+
+    /// The fraction of k-space sampled fully at the centre.
+    pub fn center_fraction(&self) -> f64 {
+        match *self {
+            Self::RandomLines {
+                center_fraction, ..
+            }
+            | Self::EquispacedLines {
+                center_fraction, ..
+            }
+            | Self::PoissonDisc {
+                center_fraction, ..
+            } => center_fraction,
+        }
+    }
+
+    /// The recipe's pattern ([`MaskSpec::new`] inverted with the two getters).
+    pub fn pattern(&self) -> MaskPattern {
+        match self {
+            Self::RandomLines { .. } => MaskPattern::RandomLines,
+            Self::EquispacedLines { .. } => MaskPattern::EquispacedLines,
+            Self::PoissonDisc { .. } => MaskPattern::PoissonDisc,
+        }
+    }
 }
 
 /// The `count` consecutive indices centred on the zero frequency of an axis of length
@@ -499,6 +523,21 @@ impl PoissonGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spec_gives_back_what_it_was_made_of() {
+        for pattern in [
+            MaskPattern::RandomLines,
+            MaskPattern::EquispacedLines,
+            MaskPattern::PoissonDisc,
+        ] {
+            let spec = MaskSpec::new(pattern, 4.5, 0.08);
+            assert_eq!(
+                (spec.pattern(), spec.acceleration(), spec.center_fraction()),
+                (pattern, 4.5, 0.08)
+            );
+        }
+    }
 
     #[test]
     fn patterns_parse_by_name_and_short_name() {

@@ -152,23 +152,9 @@ impl SimulationArgs {
         }
         match (&preset.acquisition, modality) {
             (Some(PresetAcquisition::Mr { mask }), Some(ImageModality::Mr)) => {
-                let (pattern, acceleration, center_fraction) = match *mask {
-                    MaskSpec::RandomLines {
-                        acceleration,
-                        center_fraction,
-                    } => (MaskPattern::RandomLines, acceleration, center_fraction),
-                    MaskSpec::EquispacedLines {
-                        acceleration,
-                        center_fraction,
-                    } => (MaskPattern::EquispacedLines, acceleration, center_fraction),
-                    MaskSpec::PoissonDisc {
-                        acceleration,
-                        center_fraction,
-                    } => (MaskPattern::PoissonDisc, acceleration, center_fraction),
-                };
-                self.mask.get_or_insert(pattern);
-                self.acceleration.get_or_insert(acceleration);
-                self.acs.get_or_insert(center_fraction);
+                self.mask.get_or_insert(mask.pattern());
+                self.acceleration.get_or_insert(mask.acceleration());
+                self.acs.get_or_insert(mask.center_fraction());
             }
             (
                 Some(PresetAcquisition::Ct {

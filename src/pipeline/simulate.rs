@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context as _};
 use dps_operators::coils::{birdcage, DEFAULT_RING_RADIUS};
 use dps_operators::ct::{uniform_angles, BeamGeometry, CtGeometry, Radon};
-use dps_operators::masks::{self, MaskSpec};
+use dps_operators::masks::{self, MaskPattern, MaskSpec};
 use dps_operators::mri::MultiCoilMri;
 use dps_operators::noise::{add_gaussian, transmission_counts};
 use dps_operators::Operator;
@@ -729,17 +729,12 @@ fn dicom_slices(
 
 /// The name and the parameters of a mask recipe.
 fn mask_kind(spec: &MaskSpec) -> (&'static str, f64) {
-    match *spec {
-        MaskSpec::RandomLines {
-            center_fraction, ..
-        } => ("random", center_fraction),
-        MaskSpec::EquispacedLines {
-            center_fraction, ..
-        } => ("equispaced", center_fraction),
-        MaskSpec::PoissonDisc {
-            center_fraction, ..
-        } => ("poisson", center_fraction),
-    }
+    let name = match spec.pattern() {
+        MaskPattern::RandomLines => "random",
+        MaskPattern::EquispacedLines => "equispaced",
+        MaskPattern::PoissonDisc => "poisson",
+    };
+    (name, spec.center_fraction())
 }
 
 /// A complex tensor as interleaved `(re, im)` f32 values in C order.

@@ -28,6 +28,17 @@ pub struct ImageScores {
     pub nmse: f64,
 }
 
+impl ImageScores {
+    /// Scores `x` against `truth` (same shape) with `data_range`.
+    pub fn of(x: &Tensor, truth: &Tensor, data_range: f64) -> Self {
+        Self {
+            psnr: psnr(x, truth, data_range),
+            ssim: ssim(x, truth, data_range),
+            nmse: nmse(x, truth),
+        }
+    }
+}
+
 /// One scored slice.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SliceScore {
@@ -153,15 +164,10 @@ pub fn score_series(
             reference.rows,
             reference.cols
         );
-        let (x, r) = (pixels(frame), pixels(reference));
         slices.push(SliceScore {
             position_mm: plane.position_mm,
             sop_instance_uid: frame.sop_instance_uid.clone(),
-            scores: ImageScores {
-                psnr: psnr(&x, &r, data_range),
-                ssim: ssim(&x, &r, data_range),
-                nmse: nmse(&x, &r),
-            },
+            scores: ImageScores::of(&pixels(frame), &pixels(reference), data_range),
         });
     }
     let n = slices.len() as f64;

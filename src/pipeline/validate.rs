@@ -32,12 +32,13 @@ use super::reconstruct::{
     baseline, ensure_dps_memory, normalized_residual, reconstruct_dps, resolve_mri_scale, Baseline,
     DpsSettings, DEFAULT_CG_ITERATIONS, DEFAULT_TV_ITERATIONS,
 };
+use super::score::ImageScores;
 use super::simulate::modality_str;
 use crate::dicom::{
     read_raw, read_series, CtDataType, ImageModality, Measurement, Plane, RawMeasurement,
     ReadLimits,
 };
-use crate::metrics::{calibration, nmse, psnr, ssim, Calibration};
+use crate::metrics::{calibration, Calibration};
 use crate::prior::Prior;
 use crate::render::Window;
 
@@ -452,10 +453,11 @@ pub fn validate(
             let x2 = x
                 .to_device(Device::Cpu)
                 .view([truth.size()[0], truth.size()[1]]);
+            let image = ImageScores::of(&x2, &truth, data_range);
             Scores {
-                psnr: psnr(&x2, &truth, data_range),
-                ssim: ssim(&x2, &truth, data_range),
-                nmse: nmse(&x2, &truth),
+                psnr: image.psnr,
+                ssim: image.ssim,
+                nmse: image.nmse,
                 residual: normalized_residual(&problem, x)[0],
                 seconds,
             }

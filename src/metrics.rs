@@ -116,6 +116,27 @@ pub struct Calibration {
     pub correlation: f64,
 }
 
+/// How [`calibration`]'s two numbers are computed, for reports.
+pub const CALIBRATION_RULE: &str = "error_ratio = RMS error / RMS error the std predicts, \
+     √(mean(std²)·(N + 1)/(N − 1)) for N samples (1 = calibrated, > 1: the std understates \
+     the error); correlation = Pearson correlation of |error| and std over the pixels";
+
+impl Calibration {
+    /// The means of each number over several checks (e.g. one per slice);
+    /// `None` when there are none or any is `None`.
+    pub fn mean_of(checks: impl IntoIterator<Item = Option<Calibration>>) -> Option<Calibration> {
+        let all: Vec<Calibration> = checks.into_iter().collect::<Option<_>>()?;
+        if all.is_empty() {
+            return None;
+        }
+        let n = all.len() as f64;
+        Some(Calibration {
+            error_ratio: all.iter().map(|c| c.error_ratio).sum::<f64>() / n,
+            correlation: all.iter().map(|c| c.correlation).sum::<f64>() / n,
+        })
+    }
+}
+
 /// Checks `mean` and `std`, the per-pixel mean and population standard
 /// deviation (÷ N) of `samples` = N posterior samples, against `reference`.
 ///

@@ -1,7 +1,8 @@
 //! `dps-recon score` on the bundled sample cases' ground-truth series: pairing
 //! by position, slices missing on either side, and what it refuses. (Scores of
 //! real reconstructions are checked against the test's own in
-//! sample_data_e2e.)
+//! sample_data_e2e; the check of a run's uncertainty series against
+//! `validate`'s in cli_validate.)
 
 mod dicom_support;
 

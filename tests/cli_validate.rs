@@ -1040,3 +1040,189 @@ fn a_zeta_sweep_reports_every_zeta_and_keeps_the_best() {
     assert!(stderr.contains("ζ = 0.2 given twice"), "{stderr}");
     assert!(!out.exists());
 }
+
+/// `score --uncertainty` checks the posterior std series of `run` as `validate`
+/// checks its own: a run of a preset on the case `validate --pipeline` simulated
+/// gives the same error ratio and correlation, up to the 16-bit storage of the
+/// images; N comes from the run's manifest or `--samples`, the series the std
+/// belongs to from its SourceImageSequence.
+#[test]
+fn score_checks_a_runs_uncertainty_series_as_validate_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = tiny_prior(&dir.path().join("prior"), PhantomStyle::Ct);
+    let preset = dir.path().join("ct-std-test.toml");
+    std::fs::write(
+        &preset,
+        format!(
+            "description = \"test\"\n[data]\nmodality = \"ct\"\n[prior]\ncard = \"{}\"\n\
+             [sampler]\nsteps = 3\nzeta = 0.2\neta = 1.0\nsamples = 3\nseed = 7\n\
+             [baselines]\nlist = [\"fbp\"]\n\
+             [outputs]\nuncertainty = true\nbaselines = true\n\
+             [acquisition]\ngeometry = \"parallel\"\nviews = 12\narc_deg = 180\n",
+            card.display()
+        ),
+    )
+    .unwrap();
+    let case = dir.path().join("case");
+    ok(&dps_recon(
+        &[&SMALL_CT_CASE[..], &["-p", arg(&preset), "-o", arg(&case)]].concat(),
+    ));
+    let expected = &report(&case)["calibration"]["mean"];
+    let out = dir.path().join("out");
+    let verb = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dps-recon"))
+            .args(["--device", "cpu", "--threads", "1"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(&verb(&[
+        "run",
+        "-p",
+        arg(&preset),
+        arg(&case.join("raw")),
+        "-o",
+        arg(&out),
+    ]));
+    // OUT/<study>/<series>/{manifest.json, dps, uncertainty, fbp}
+    let study = std::fs::read_dir(&out).unwrap().find_map(|e| {
+        let p = e.unwrap().path();
+        p.is_dir().then_some(p)
+    });
+    let series = std::fs::read_dir(study.unwrap())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (dps, std, fbp) = (
+        series.join("dps"),
+        series.join("uncertainty"),
+        series.join("fbp"),
+    );
+    let truth = case.join("truth");
+    let score = |extra: &[&str]| {
+        let mut args = vec!["score", "--json", "--truth", arg(&truth)];
+        args.extend(extra);
+        verb(&args)
+    };
+    let doc: Value = serde_json::from_str(&ok(&score(&[
+        arg(&dps),
+        arg(&fbp),
+        "--uncertainty",
+        arg(&std),
+    ])))
+    .unwrap();
+    let check = &doc["series"][0]["uncertainty"];
+    assert_eq!(check["samples"], 3, "{doc:#}");
+    assert_eq!(check["samples_from"], arg(&series.join("manifest.json")));
+    assert_eq!(check["dir"], arg(&std));
+    let measured = &check["mean"];
+    for key in ["error_ratio", "correlation"] {
+        let (m, e) = (finite(&measured[key]), finite(&expected[key]));
+        assert!((m - e).abs() < 1e-3 * e.abs(), "{key}: {m} vs {e}");
+    }
+    assert_eq!(&doc["series"][0]["slices"][0]["calibration"], measured);
+    assert!(doc["series"][1]["uncertainty"].is_null(), "{doc:#}");
+    assert!(doc["calibration_rule"]
+        .as_str()
+        .unwrap()
+        .contains("(N + 1)/(N − 1)"));
+
+    // With N = 5 the predicted error shrinks by √((4/6) / (2/4)).
+    let five: Value = serde_json::from_str(&ok(&score(&[
+        arg(&dps),
+        "--uncertainty",
+        arg(&std),
+        "--samples",
+        "5",
+    ])))
+    .unwrap();
+    let five = &five["series"][0]["uncertainty"];
+    assert_eq!(five["samples_from"], "--samples");
+    let ratio = finite(&five["mean"]["error_ratio"]) / finite(&measured["error_ratio"]);
+    assert!((ratio - (4.0f64 / 3.0).sqrt()).abs() < 1e-9, "{ratio}");
+    assert_eq!(five["mean"]["correlation"], measured["correlation"]);
+
+    // The text names the check.
+    let text = ok(&verb(&[
+        "score",
+        "--truth",
+        arg(&truth),
+        arg(&dps),
+        "--uncertainty",
+        arg(&std),
+    ]));
+    assert!(
+        text.contains(&format!("  uncertainty {} (3 samples, from ", arg(&std)))
+            && text.contains("error ratio"),
+        "{text}"
+    );
+
+    // Without the series it was computed from.
+    let stderr = refused(&score(&[arg(&fbp), "--uncertainty", arg(&std)]));
+    assert!(
+        stderr.contains(&format!(
+            "{}: the images its slices were computed from (SourceImageSequence",
+            arg(&std)
+        )),
+        "{stderr}"
+    );
+    // Away from its run's manifest, N must be given.
+    let moved = dir.path().join("moved");
+    copy_dir(&std, &moved);
+    let stderr = refused(&score(&[arg(&dps), "--uncertainty", arg(&moved)]));
+    assert!(
+        stderr.contains(&format!("{}: the number of posterior samples", arg(&moved)))
+            && stderr.contains("give --samples N"),
+        "{stderr}"
+    );
+    let given: Value = serde_json::from_str(&ok(&score(&[
+        arg(&dps),
+        "--uncertainty",
+        arg(&moved),
+        "--samples",
+        "3",
+    ])))
+    .unwrap();
+    assert_eq!(&given["series"][0]["uncertainty"]["mean"], measured);
+    // A series that names no source images belongs to the only series scored,
+    // and to none of two.
+    ok(&score(&[
+        arg(&dps),
+        "--uncertainty",
+        arg(&truth),
+        "--samples",
+        "3",
+    ]));
+    let stderr = refused(&score(&[
+        arg(&dps),
+        arg(&fbp),
+        "--uncertainty",
+        arg(&truth),
+        "--samples",
+        "3",
+    ]));
+    assert!(
+        stderr.contains("name no source images (SourceImageSequence)"),
+        "{stderr}"
+    );
+    let stderr = refused(&score(&[arg(&dps), "--samples", "3"]));
+    assert!(
+        stderr.contains("--samples is for --uncertainty"),
+        "{stderr}"
+    );
+    let stderr = refused(&score(&[
+        arg(&dps),
+        "--uncertainty",
+        arg(&std),
+        "--uncertainty",
+        arg(&moved),
+        "--samples",
+        "3",
+    ]));
+    assert!(
+        stderr.contains(&format!("two uncertainty series for {}", arg(&dps))),
+        "{stderr}"
+    );
+}

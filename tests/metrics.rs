@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dps_recon::metrics::{calibration, mse, nmse, psnr, ssim};
+use dps_recon::metrics::{calibration, mse, nmse, psnr, ssim, Calibration};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -198,6 +198,17 @@ fn calibration_by_hand() {
     assert!((c.correlation - 2.0 / 5f64.sqrt()).abs() < 1e-12, "{c:?}");
     assert_eq!(calibration(&mean, &std, &reference, 1), None);
     assert_eq!(calibration(&mean, &std.ones_like(), &reference, 3), None);
+
+    // Means of several checks, none if any check or every check is missing.
+    let other = Calibration {
+        error_ratio: 2.0,
+        correlation: -0.5,
+    };
+    let m = Calibration::mean_of([Some(c), Some(other)]).unwrap();
+    assert_eq!(m.error_ratio, (c.error_ratio + 2.0) / 2.0);
+    assert_eq!(m.correlation, (c.correlation - 0.5) / 2.0);
+    assert_eq!(Calibration::mean_of([Some(c), None]), None);
+    assert_eq!(Calibration::mean_of([]), None);
 }
 
 /// N samples and the reference drawn from one Gaussian per pixel, with σ from

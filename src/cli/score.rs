@@ -1,12 +1,18 @@
 //! `dps-recon score`: PSNR, SSIM and NMSE of image series against a
 //! ground-truth series, slice by slice (paired by position), e.g. of `run`'s
 //! DPS and baseline series, or of another program's reconstruction of the same
-//! raw data.
+//! raw data; and the check of a posterior standard deviation series against
+//! the error of the series it belongs to.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dps_recon::pipeline::score::{data_range_of, read_series_dir, score_series, SeriesScore};
+use anyhow::{ensure, Context as _};
+use dps_recon::metrics::CALIBRATION_RULE;
+use dps_recon::pipeline::score::{
+    data_range_of, read_series_dir, samples_in_manifest, score_series, source_series, SeriesScore,
+    Uncertainty,
+};
 use dps_recon::pipeline::validate::fmt_number;
 use serde_json::json;
 
@@ -24,6 +30,17 @@ pub struct Args {
     #[arg(long, value_parser = super::positive)]
     pub data_range: Option<f64>,
 
+    /// A posterior standard deviation series (e.g. OUT/<study>/<series>/uncertainty
+    /// of a run), checked against the error of the series it was computed from,
+    /// which must be scored too; repeatable.
+    #[arg(long)]
+    pub uncertainty: Vec<PathBuf>,
+
+    /// Posterior samples the --uncertainty series are over [default: from the
+    /// manifest.json of the run beside each].
+    #[arg(long, value_parser = clap::value_parser!(i64).range(2..))]
+    pub samples: Option<i64>,
+
     /// One JSON document instead of text.
     #[arg(long)]
     pub json: bool,
@@ -35,12 +52,59 @@ pub struct Args {
 }
 
 pub fn run(_ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
+    ensure!(
+        args.samples.is_none() || !args.uncertainty.is_empty(),
+        "--samples is for --uncertainty series, and none was given"
+    );
     let truth = read_series_dir(&args.truth)?;
     let data_range = args.data_range.unwrap_or_else(|| data_range_of(&truth));
+    let series = args
+        .series
+        .iter()
+        .map(|dir| read_series_dir(dir))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stds = args
+        .uncertainty
+        .iter()
+        .map(|dir| read_series_dir(dir))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut checks: Vec<Option<Uncertainty>> = vec![None; series.len()];
+    for (dir, std) in args.uncertainty.iter().zip(&stds) {
+        let k = source_series(std, dir, &series, &args.series)?;
+        if let Some(other) = &checks[k] {
+            anyhow::bail!(
+                "{} and {}: two uncertainty series for {}",
+                other.dir.display(),
+                dir.display(),
+                args.series[k].display()
+            );
+        }
+        let (samples, samples_from) = match args.samples {
+            Some(n) => (n, "--samples".to_owned()),
+            None => samples_in_manifest(dir, &std.context.series_instance_uid)?
+                .map(|(n, path)| (n, path.display().to_string()))
+                .with_context(|| {
+                    format!(
+                        "{}: the number of posterior samples its standard deviation is over \
+                         is unknown: no manifest.json of a run beside it lists the series; \
+                         give --samples N",
+                        dir.display()
+                    )
+                })?,
+        };
+        checks[k] = Some(Uncertainty {
+            series: std,
+            dir,
+            samples,
+            samples_from,
+        });
+    }
     let scores = args
         .series
         .iter()
-        .map(|dir| score_series(&truth, &read_series_dir(dir)?, dir, data_range))
+        .zip(&series)
+        .zip(&checks)
+        .map(|((dir, s), u)| score_series(&truth, s, dir, data_range, u.as_ref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let text = if args.json {
         let doc = json!({
@@ -52,6 +116,10 @@ pub fn run(_ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
                 Some(_) => "given (--data-range)",
                 None => "max − min of the truth over all its slices",
             },
+            "calibration_rule": format!(
+                "each --uncertainty series against the error of the series it was computed \
+                 from, per slice, then averaged over the slices: {CALIBRATION_RULE}"
+            ),
             "series": scores,
         });
         format!("{doc:#}\n")
@@ -80,6 +148,22 @@ fn text(scores: &[SeriesScore], data_range: f64, truth_slices: usize) -> String 
                 n => format!(" ({n} truth slice(s) not in the series)"),
             }
         );
+        if let Some(u) = &s.uncertainty {
+            text += &format!(
+                "  uncertainty {} ({} samples, from {}): {}\n",
+                u.dir.display(),
+                u.samples,
+                u.samples_from,
+                match u.mean {
+                    Some(c) => format!(
+                        "error ratio {:.2} (1 = calibrated, above 1 the std understates the \
+                         error), correlation of |error| and std {:.2}",
+                        c.error_ratio, c.correlation
+                    ),
+                    None => "not defined (a constant standard deviation or error)".to_owned(),
+                }
+            );
+        }
     }
     text
 }

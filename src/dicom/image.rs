@@ -44,6 +44,10 @@ pub struct ImageFrame {
     pub frame_index: u32,
     /// SOPInstanceUID of the file.
     pub sop_instance_uid: String,
+    /// The SOPInstanceUIDs its file's SourceImageSequence names: the images a
+    /// derived image was computed from (e.g. the posterior mean slice of an
+    /// uncertainty slice `run` writes); empty when it names none.
+    pub source_images: Vec<String>,
 }
 
 /// The frames of one image file with its context.
@@ -214,6 +218,7 @@ pub fn image_from_object(
     let geometry = FrameGeometry::read(obj, frames as usize)?;
     let instance_number = int(obj, tags::INSTANCE_NUMBER)?.and_then(|n| i32::try_from(n).ok());
     let sop_instance_uid = text(obj, tags::SOP_INSTANCE_UID);
+    let source_images = source_images(obj);
     let mut out = Vec::with_capacity(frames as usize);
     for (i, placement) in geometry.per_frame.into_iter().enumerate() {
         let mut values: Vec<f32> = without_panic(|| decoded.to_vec_frame(i as u32))
@@ -246,6 +251,7 @@ pub fn image_from_object(
             instance_number,
             frame_index: i as u32,
             sop_instance_uid: sop_instance_uid.clone(),
+            source_images: source_images.clone(),
         });
     }
     Ok(ImageFile {
@@ -254,6 +260,19 @@ pub fn image_from_object(
         context: InstanceContext::from_object(obj)?,
         frames: out,
     })
+}
+
+/// The ReferencedSOPInstanceUIDs of the SourceImageSequence's items.
+fn source_images(obj: &InMemDicomObject) -> Vec<String> {
+    let items = obj
+        .get(tags::SOURCE_IMAGE_SEQUENCE)
+        .and_then(|seq| seq.items())
+        .unwrap_or_default();
+    items
+        .iter()
+        .map(|item| text(item, tags::REFERENCED_SOP_INSTANCE_UID))
+        .filter(|uid| !uid.is_empty())
+        .collect()
 }
 
 /// A linear item of the Real World Value Mapping Sequence: stored value `v`

@@ -6,7 +6,9 @@
 //! for CT; for MR the values of their Modality LUT or Real World Value Mapping)
 //! with PSNR, SSIM and NMSE ([`crate::metrics`]). One data range serves every
 //! series: by default the truth's max − min over all its slices, as in
-//! `validate`.
+//! `validate`. A posterior standard deviation series (`run`'s uncertainty
+//! output) is checked against the error of the series it was computed from, as
+//! `validate` checks its own ([`crate::metrics::calibration`]).
 
 use std::path::{Path, PathBuf};
 
@@ -14,9 +16,10 @@ use anyhow::{bail, ensure, Context as _};
 use serde::Serialize;
 use tch::Tensor;
 
+use super::batch::{Manifest, MANIFEST};
 use super::validate::{dcm_files, same_place};
-use crate::dicom::{read_series, ImageFrame, ImageSeries, ReadLimits};
-use crate::metrics::{nmse, psnr, ssim, SSIM_WINDOW};
+use crate::dicom::{read_series, ImageFrame, ImageSeries, Plane, ReadLimits};
+use crate::metrics::{calibration, nmse, psnr, ssim, Calibration, SSIM_WINDOW};
 
 /// The scores of one slice, or their means over a series.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -47,6 +50,9 @@ pub struct SliceScore {
     pub sop_instance_uid: String,
     #[serde(flatten)]
     pub scores: ImageScores,
+    /// The uncertainty series' check at this slice; `None` without one, or
+    /// when its standard deviation or the error is constant.
+    pub calibration: Option<Calibration>,
 }
 
 /// One series scored against the truth.
@@ -62,6 +68,35 @@ pub struct SeriesScore {
     pub mean: ImageScores,
     /// Truth slices the series has no slice for.
     pub truth_slices_missing: usize,
+    /// The check of its uncertainty series, when one was given.
+    pub uncertainty: Option<UncertaintyCheck>,
+}
+
+/// A posterior standard deviation series, to check with the series of
+/// posterior means it was computed from.
+#[derive(Clone, Debug)]
+pub struct Uncertainty<'a> {
+    /// Per-pixel population standard deviations (÷ N), in the values of the
+    /// series it belongs to.
+    pub series: &'a ImageSeries,
+    /// The folder it was read from.
+    pub dir: &'a Path,
+    /// N, the posterior samples the standard deviation is over (≥ 2).
+    pub samples: i64,
+    /// Where N came from: `--samples` or the path of a run's manifest.
+    pub samples_from: String,
+}
+
+/// What the check of an uncertainty series found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UncertaintyCheck {
+    pub dir: PathBuf,
+    pub series_instance_uid: String,
+    pub samples: i64,
+    pub samples_from: String,
+    /// Means over the slices of [`SliceScore::calibration`]; `None` when a
+    /// slice has none.
+    pub mean: Option<Calibration>,
 }
 
 /// Reads the `.dcm` files directly in `dir` as one image series.
@@ -89,17 +124,92 @@ pub fn data_range_of(truth: &ImageSeries) -> f64 {
     f64::from(hi) - f64::from(lo)
 }
 
-/// Scores `series`, read from `dir`, against `truth` with `data_range`. Fails
-/// when the modalities differ, when a slice of the series has no truth slice
+/// Which of `scored` (read from `dirs`) the uncertainty series `std`, read from
+/// `std_dir`, was computed from: the one holding every image its slices' Source
+/// Image Sequences name, or, when they name none, the only series scored.
+pub fn source_series(
+    std: &ImageSeries,
+    std_dir: &Path,
+    scored: &[ImageSeries],
+    dirs: &[PathBuf],
+) -> anyhow::Result<usize> {
+    let named: Vec<&String> = std.frames.iter().flat_map(|f| &f.source_images).collect();
+    if named.is_empty() {
+        ensure!(
+            scored.len() == 1,
+            "{}: its slices name no source images (SourceImageSequence), so which of the {} \
+             series scored it belongs to is unknown; score that series alone with it",
+            std_dir.display(),
+            scored.len()
+        );
+        return Ok(0);
+    }
+    let holds = |s: &ImageSeries| {
+        named
+            .iter()
+            .all(|uid| s.frames.iter().any(|f| &f.sop_instance_uid == *uid))
+    };
+    scored.iter().position(holds).with_context(|| {
+        format!(
+            "{}: the images its slices were computed from (SourceImageSequence, e.g. {}) are \
+             not all in one of the series scored ({}); give the folder of that series too",
+            std_dir.display(),
+            named[0],
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+/// The posterior samples of the series `series_instance_uid` in `std_dir`, from
+/// the manifest of the `run` that wrote it (`std_dir/../manifest.json`, which
+/// lists its output series), with that manifest's path; `None` when there is no
+/// such manifest or it does not list the series.
+pub fn samples_in_manifest(
+    std_dir: &Path,
+    series_instance_uid: &str,
+) -> anyhow::Result<Option<(i64, PathBuf)>> {
+    // `.` or `..` has no parent to take: the folder's own path has.
+    let own;
+    let std_dir = match std_dir.file_name() {
+        Some(_) => std_dir,
+        None => {
+            own = std_dir
+                .canonicalize()
+                .with_context(|| format!("{}: resolving the folder", std_dir.display()))?;
+            &own
+        }
+    };
+    let Some(path) = std_dir
+        .parent()
+        .map(|p| p.join(MANIFEST))
+        .filter(|p| p.is_file())
+    else {
+        return Ok(None);
+    };
+    let manifest = Manifest::read(&path)?;
+    let lists = manifest
+        .outputs
+        .iter()
+        .any(|o| o.series_instance_uid == series_instance_uid);
+    Ok(lists.then_some((manifest.parameters.samples, path)))
+}
+
+/// Scores `series`, read from `dir`, against `truth` with `data_range`, and
+/// checks its `uncertainty` series when given. Fails when the modalities
+/// differ, when a slice of the series has no truth slice (or uncertainty slice)
 /// at its position, when paired slices differ in size or are smaller than
-/// SSIM's window ([`SSIM_WINDOW`]); every error names `dir`. Different frames
-/// of reference are only warned about: the positions may still be those of the
-/// same grid.
+/// SSIM's window ([`SSIM_WINDOW`]); every error names the folder. Different
+/// frames of reference are only warned about: the positions may still be
+/// those of the same grid.
 pub fn score_series(
     truth: &ImageSeries,
     series: &ImageSeries,
     dir: &Path,
     data_range: f64,
+    uncertainty: Option<&Uncertainty>,
 ) -> anyhow::Result<SeriesScore> {
     ensure!(
         data_range.is_finite() && data_range > 0.0,
@@ -164,10 +274,19 @@ pub fn score_series(
             reference.rows,
             reference.cols
         );
+        let (x, truth_x) = (pixels(frame), pixels(reference));
+        let calibration = match uncertainty {
+            Some(u) => {
+                let std = u.frame_at(&plane, frame, dir)?;
+                calibration(&x, &pixels(std), &truth_x, u.samples)
+            }
+            None => None,
+        };
         slices.push(SliceScore {
             position_mm: plane.position_mm,
             sop_instance_uid: frame.sop_instance_uid.clone(),
-            scores: ImageScores::of(&pixels(frame), &pixels(reference), data_range),
+            scores: ImageScores::of(&x, &truth_x, data_range),
+            calibration,
         });
     }
     let n = slices.len() as f64;
@@ -182,9 +301,53 @@ pub fn score_series(
         series_instance_uid: s.series_instance_uid.clone(),
         series_description: s.series_description.clone(),
         truth_slices_missing: paired.iter().filter(|&&p| !p).count(),
+        uncertainty: uncertainty.map(|u| UncertaintyCheck {
+            dir: u.dir.to_path_buf(),
+            series_instance_uid: u.series.context.series_instance_uid.clone(),
+            samples: u.samples,
+            samples_from: u.samples_from.clone(),
+            mean: Calibration::mean_of(slices.iter().map(|s| s.calibration)),
+        }),
         slices,
         mean,
     })
+}
+
+impl Uncertainty<'_> {
+    /// Its slice at `plane`, where `frame` of the series read from `dir` lies,
+    /// of `frame`'s size.
+    fn frame_at(
+        &self,
+        plane: &Plane,
+        frame: &ImageFrame,
+        dir: &Path,
+    ) -> anyhow::Result<&ImageFrame> {
+        let std = self
+            .series
+            .frames
+            .iter()
+            .find(|f| f.plane.is_some_and(|p| same_place(&p, plane)))
+            .with_context(|| {
+                format!(
+                    "{}: no slice at {:?} mm, where {} has one",
+                    self.dir.display(),
+                    plane.position_mm,
+                    dir.display()
+                )
+            })?;
+        ensure!(
+            (std.rows, std.cols) == (frame.rows, frame.cols),
+            "{}: the slice at {:?} mm is {}×{}, that of {} {}×{}",
+            self.dir.display(),
+            plane.position_mm,
+            std.rows,
+            std.cols,
+            dir.display(),
+            frame.rows,
+            frame.cols
+        );
+        Ok(std)
+    }
 }
 
 /// A frame's values as `[rows, cols]`.

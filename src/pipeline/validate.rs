@@ -38,7 +38,7 @@ use crate::dicom::{
     read_raw, read_series, CtDataType, ImageModality, Measurement, Plane, RawMeasurement,
     ReadLimits,
 };
-use crate::metrics::{calibration, Calibration};
+use crate::metrics::{calibration, Calibration, CALIBRATION_RULE};
 use crate::prior::Prior;
 use crate::render::Window;
 
@@ -642,16 +642,7 @@ impl Validation {
     /// [`SliceResult::calibration`] averaged over the slices; `None` unless
     /// every slice has one.
     pub fn mean_calibration(&self) -> Option<Calibration> {
-        let all: Vec<Calibration> = self
-            .slices
-            .iter()
-            .map(|s| s.calibration)
-            .collect::<Option<_>>()?;
-        let n = all.len() as f64;
-        Some(Calibration {
-            error_ratio: all.iter().map(|c| c.error_ratio).sum::<f64>() / n,
-            correlation: all.iter().map(|c| c.correlation).sum::<f64>() / n,
-        })
+        Calibration::mean_of(self.slices.iter().map(|s| s.calibration))
     }
 
     /// The baseline with the highest mean PSNR; `None` without baselines.
@@ -832,10 +823,10 @@ pub fn report_json(v: &Validation, info: &ReportInfo<'_>) -> Value {
         "mean": v.mean(),
         "calibration": {
             "mean": v.mean_calibration(),
-            "rule": "DPS posterior std against the error of the DPS mean (2 or more samples): \
-                     error_ratio = RMS error / RMS error the std predicts, √(mean(std²)·(N + 1)/(N − 1)) \
-                     for N samples (1 = calibrated, > 1: the std understates the error); \
-                     correlation = Pearson correlation of |error| and std over the pixels",
+            "rule": format!(
+                "DPS posterior std against the error of the DPS mean (2 or more samples): \
+                 {CALIBRATION_RULE}"
+            ),
         },
         "zeta_sweep": (!info.zeta_sweep.is_empty()).then(|| json!({
             "selected_by": ZETA_SELECTION,

@@ -1159,6 +1159,19 @@ fn score_checks_a_runs_uncertainty_series_as_validate_does() {
         "{text}"
     );
 
+    // Scored as an image beside its DPS series (a glob over a run's folders),
+    // it is warned about.
+    let both = score(&[arg(&dps), arg(&std)]);
+    ok(&both);
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: its images were computed from those of {} (SourceImageSequence)",
+            arg(&std),
+            arg(&dps)
+        )),
+        "{stderr}"
+    );
     // Without the series it was computed from.
     let stderr = refused(&score(&[arg(&fbp), "--uncertainty", arg(&std)]));
     assert!(

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::{ensure, Context as _};
 use dps_recon::metrics::CALIBRATION_RULE;
 use dps_recon::pipeline::score::{
-    data_range_of, read_series_dir, samples_in_manifest, score_series, source_series, SeriesScore,
-    Uncertainty,
+    data_range_of, derived_among, read_series_dir, samples_in_manifest, score_series,
+    source_series, SeriesScore, Uncertainty,
 };
 use dps_recon::pipeline::validate::fmt_number;
 use serde_json::json;
@@ -63,6 +63,15 @@ pub fn run(_ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|dir| read_series_dir(dir))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for (i, from) in derived_among(&series) {
+        tracing::warn!(
+            "{}: its images were computed from those of {} (SourceImageSequence), as a \
+             posterior std series is; it is scored as an image here, --uncertainty checks it \
+             as a standard deviation",
+            args.series[i].display(),
+            args.series[from].display()
+        );
+    }
     let stds = args
         .uncertainty
         .iter()

@@ -133,7 +133,7 @@ pub fn source_series(
     scored: &[ImageSeries],
     dirs: &[PathBuf],
 ) -> anyhow::Result<usize> {
-    let named: Vec<&String> = std.frames.iter().flat_map(|f| &f.source_images).collect();
+    let named = source_images(std);
     if named.is_empty() {
         ensure!(
             scored.len() == 1,
@@ -144,23 +144,54 @@ pub fn source_series(
         );
         return Ok(0);
     }
-    let holds = |s: &ImageSeries| {
-        named
-            .iter()
-            .all(|uid| s.frames.iter().any(|f| &f.sop_instance_uid == *uid))
-    };
-    scored.iter().position(holds).with_context(|| {
-        format!(
-            "{}: the images its slices were computed from (SourceImageSequence, e.g. {}) are \
+    scored
+        .iter()
+        .position(|s| holds(s, &named))
+        .with_context(|| {
+            format!(
+                "{}: the images its slices were computed from (SourceImageSequence, e.g. {}) are \
              not all in one of the series scored ({}); give the folder of that series too",
-            std_dir.display(),
-            named[0],
-            dirs.iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })
+                std_dir.display(),
+                named[0],
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// For each of `series` whose slices were computed from the images of another
+/// of them (e.g. an uncertainty series given with its DPS series): its index and
+/// that other's.
+pub fn derived_among(series: &[ImageSeries]) -> Vec<(usize, usize)> {
+    series
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let named = source_images(s);
+            let from = series
+                .iter()
+                .enumerate()
+                .position(|(j, other)| j != i && !named.is_empty() && holds(other, &named))?;
+            Some((i, from))
+        })
+        .collect()
+}
+
+/// The SOPInstanceUIDs the SourceImageSequences of `series`' slices name.
+fn source_images(series: &ImageSeries) -> Vec<&String> {
+    series
+        .frames
+        .iter()
+        .flat_map(|f| &f.source_images)
+        .collect()
+}
+
+/// Whether `series` holds every image of `uids`.
+fn holds(series: &ImageSeries, uids: &[&String]) -> bool {
+    uids.iter()
+        .all(|uid| series.frames.iter().any(|f| &f.sop_instance_uid == *uid))
 }
 
 /// The posterior samples of the series `series_instance_uid` in `std_dir`, from

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::panic::{self, catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -46,8 +46,9 @@ pub struct ImageFrame {
     pub sop_instance_uid: String,
     /// The SOPInstanceUIDs its file's SourceImageSequence names: the images a
     /// derived image was computed from (e.g. the posterior mean slice of an
-    /// uncertainty slice `run` writes); empty when it names none.
-    pub source_images: Vec<String>,
+    /// uncertainty slice `run` writes); empty when it names none. Shared by
+    /// the frames of a file.
+    pub source_images: Arc<[String]>,
 }
 
 /// The frames of one image file with its context.
@@ -218,7 +219,7 @@ pub fn image_from_object(
     let geometry = FrameGeometry::read(obj, frames as usize)?;
     let instance_number = int(obj, tags::INSTANCE_NUMBER)?.and_then(|n| i32::try_from(n).ok());
     let sop_instance_uid = text(obj, tags::SOP_INSTANCE_UID);
-    let source_images = source_images(obj);
+    let source_images: Arc<[String]> = source_images(obj).into();
     let mut out = Vec::with_capacity(frames as usize);
     for (i, placement) in geometry.per_frame.into_iter().enumerate() {
         let mut values: Vec<f32> = without_panic(|| decoded.to_vec_frame(i as u32))
@@ -251,7 +252,7 @@ pub fn image_from_object(
             instance_number,
             frame_index: i as u32,
             sop_instance_uid: sop_instance_uid.clone(),
-            source_images: source_images.clone(),
+            source_images: Arc::clone(&source_images),
         });
     }
     Ok(ImageFile {

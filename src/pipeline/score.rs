@@ -10,6 +10,7 @@
 //! output) is checked against the error of the series it was computed from, as
 //! `validate` checks its own ([`crate::metrics::calibration`]).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context as _};
@@ -179,13 +180,15 @@ pub fn derived_among(series: &[ImageSeries]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The SOPInstanceUIDs the SourceImageSequences of `series`' slices name.
+/// The SOPInstanceUIDs the SourceImageSequences of `series`' slices name,
+/// each once.
 fn source_images(series: &ImageSeries) -> Vec<&String> {
-    series
+    let named: BTreeSet<&String> = series
         .frames
         .iter()
-        .flat_map(|f| &f.source_images)
-        .collect()
+        .flat_map(|f| f.source_images.iter())
+        .collect();
+    named.into_iter().collect()
 }
 
 /// Whether `series` holds every image of `uids`.

@@ -7,11 +7,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
 use dps_recon::metrics::CALIBRATION_RULE;
 use dps_recon::pipeline::score::{
-    data_range_of, derived_among, read_series_dir, samples_in_manifest, score_series,
-    source_series, SeriesScore, Uncertainty,
+    data_range_of, derived_among, read_series_dir, score_series, uncertainties, SeriesScore,
 };
 use dps_recon::pipeline::validate::fmt_number;
 use serde_json::json;
@@ -77,37 +76,13 @@ pub fn run(_ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|dir| read_series_dir(dir))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut checks: Vec<Option<Uncertainty>> = vec![None; series.len()];
-    for (dir, std) in args.uncertainty.iter().zip(&stds) {
-        let k = source_series(std, dir, &series, &args.series)?;
-        if let Some(other) = &checks[k] {
-            anyhow::bail!(
-                "{} and {}: two uncertainty series for {}",
-                other.dir.display(),
-                dir.display(),
-                args.series[k].display()
-            );
-        }
-        let (samples, samples_from) = match args.samples {
-            Some(n) => (n, "--samples".to_owned()),
-            None => samples_in_manifest(dir, &std.context.series_instance_uid)?
-                .map(|(n, path)| (n, path.display().to_string()))
-                .with_context(|| {
-                    format!(
-                        "{}: the number of posterior samples its standard deviation is over \
-                         is unknown: no manifest.json of a run beside it lists the series; \
-                         give --samples N",
-                        dir.display()
-                    )
-                })?,
-        };
-        checks[k] = Some(Uncertainty {
-            series: std,
-            dir,
-            samples,
-            samples_from,
-        });
-    }
+    let checks = uncertainties(
+        &series,
+        &args.series,
+        &stds,
+        &args.uncertainty,
+        args.samples,
+    )?;
     let scores = args
         .series
         .iter()

@@ -162,6 +162,52 @@ pub fn source_series(
         })
 }
 
+/// The uncertainty series `stds` (read from `std_dirs`) of each of `series`
+/// (read from `dirs`): each goes with its [`source_series`], and is over
+/// `samples` posterior samples, or the number its run's manifest gives
+/// ([`samples_in_manifest`]). Fails when a series gets two, when the series of
+/// one is not in `series`, or when its samples are not known.
+pub fn uncertainties<'a>(
+    series: &[ImageSeries],
+    dirs: &[PathBuf],
+    stds: &'a [ImageSeries],
+    std_dirs: &'a [PathBuf],
+    samples: Option<i64>,
+) -> anyhow::Result<Vec<Option<Uncertainty<'a>>>> {
+    let mut checks: Vec<Option<Uncertainty>> = vec![None; series.len()];
+    for (dir, std) in std_dirs.iter().zip(stds) {
+        let k = source_series(std, dir, series, dirs)?;
+        if let Some(other) = &checks[k] {
+            bail!(
+                "{} and {}: two uncertainty series for {}",
+                other.dir.display(),
+                dir.display(),
+                dirs[k].display()
+            );
+        }
+        let (samples, samples_from) = match samples {
+            Some(n) => (n, "--samples".to_owned()),
+            None => samples_in_manifest(dir, &std.context.series_instance_uid)?
+                .map(|(n, path)| (n, path.display().to_string()))
+                .with_context(|| {
+                    format!(
+                        "{}: the number of posterior samples its standard deviation is over \
+                         is unknown: no {MANIFEST} of a run beside it lists the series; give \
+                         --samples N",
+                        dir.display()
+                    )
+                })?,
+        };
+        checks[k] = Some(Uncertainty {
+            series: std,
+            dir,
+            samples,
+            samples_from,
+        });
+    }
+    Ok(checks)
+}
+
 /// For each of `series` whose slices were computed from the images of another
 /// of them (e.g. an uncertainty series given with its DPS series): its index and
 /// that other's.

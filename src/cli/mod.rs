@@ -53,7 +53,8 @@ pub enum Command {
     Train(train::Args),
     /// Simulate, reconstruct with DPS and the baselines, and report PSNR/SSIM/NMSE.
     Validate(Box<validate::Args>),
-    /// Score image series (e.g. a run's outputs) against a ground-truth series.
+    /// Score image series (e.g. a run's outputs) against a ground-truth series, and
+    /// check posterior std series against their error.
     Score(score::Args),
 }
 

@@ -150,8 +150,9 @@ pub fn source_series(
         .position(|s| holds(s, &named))
         .with_context(|| {
             format!(
-                "{}: the images its slices were computed from (SourceImageSequence, e.g. {}) are \
-             not all in one of the series scored ({}); give the folder of that series too",
+                "{}: the images its slices were computed from (SourceImageSequence, e.g. {}) \
+                 are not all in one of the series scored ({}); give the folder of that series \
+                 too",
                 std_dir.display(),
                 named[0],
                 dirs.iter()
